@@ -1,0 +1,104 @@
+/**
+ * TypeScript mirrors of the JSON models in docs/wire-format.md.
+ */
+
+export type ClusterStatus =
+  | 'starting'
+  | 'running'
+  | 'lost'
+  | 'stopping'
+  | 'stopped'
+  | 'failed';
+
+export interface IAdapt {
+  minimum: number;
+  maximum: number;
+}
+
+export interface IOwner {
+  pid: number | null;
+  host: string | null;
+  kind: 'kernel' | 'server' | 'cli' | 'script' | string;
+}
+
+export interface IWorkerInfo {
+  name: string;
+  address: string | null;
+  host: string | null;
+  threads: number | null;
+  memory_used: number | null;
+  memory_limit: number | null;
+  processing: number | null;
+  /** "running", "pending", ... */
+  status: string;
+  job_id: string | null;
+  job_state: string | null;
+}
+
+export interface IClusterModel {
+  /** Stable id, 12 hex chars. */
+  id: string;
+  name: string;
+  backend: string;
+  profile: string | null;
+  status: ClusterStatus | string;
+  scheduler_address: string | null;
+  dashboard_link: string | null;
+  /** Connected workers. */
+  workers: number;
+  /** Asked for, not yet connected. */
+  pending: number;
+  /** Total threads of connected workers. */
+  cores: number;
+  /** Total memory limit of connected workers, bytes. */
+  memory: number;
+  memory_used: number;
+  /** Tasks processing right now. */
+  tasks: number;
+  adapt: IAdapt | null;
+  owner: IOwner | null;
+  /** Epoch seconds. */
+  started: number | null;
+  error: string | null;
+  worker_info?: IWorkerInfo[];
+}
+
+export interface IClusterList {
+  clusters: IClusterModel[];
+}
+
+export interface IProfileModel {
+  name: string;
+  backend: string;
+  cluster_class?: string | null;
+  workers: number | null;
+  adapt: IAdapt | null;
+  cores: number | null;
+  /** Human-readable, e.g. "2GiB" (or bytes as a number). */
+  memory: string | number | null;
+  description?: string | null;
+  origin?: Record<string, string>;
+}
+
+export interface IProfileList {
+  default: string | null;
+  profiles: IProfileModel[];
+}
+
+/** Body of POST /pipejupyter/clusters. */
+export interface IStartRequest {
+  profile: string;
+  workers?: number;
+  adapt?: IAdapt;
+  overrides?: Record<string, unknown>;
+}
+
+/** Body of PATCH /pipejupyter/clusters/{id}. */
+export type IScaleRequest = { workers: number } | { adapt: IAdapt };
+
+/** Error body of every route. */
+export interface IErrorBody {
+  message: string;
+  key?: string | null;
+  source?: string | null;
+}
