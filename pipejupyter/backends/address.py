@@ -1,0 +1,40 @@
+"""Address backend: attach to a scheduler that is already running somewhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import NotOwned
+from ..models import ClusterSpec
+from ..schema import Field
+from .base import Backend
+
+
+class AddressBackend(Backend):
+    name = "address"
+    owns_cluster = False
+    profile_keys = {"address": Field("str", "scheduler address, e.g. tcp://host:8786")}
+
+    @classmethod
+    def finalize(cls, spec: ClusterSpec) -> None:
+        spec.workers = spec.workers or 0
+
+    def start(self) -> None:
+        self._address = self.spec.options["address"]
+
+    @property
+    def scheduler_address(self) -> str | None:
+        return self.spec.options.get("address")
+
+    @property
+    def dashboard_link(self) -> str | None:
+        return None  # filled in by the manager from the scheduler's identity
+
+    def scale(self, n: int) -> None:
+        raise NotOwned(
+            "this cluster was connected by address: scale it where it was started "
+            "(the kernel or server that owns it)"
+        )
+
+    def adapt(self, minimum: int, maximum: int, **kwargs: Any) -> None:
+        raise NotOwned("this cluster was connected by address: adapt it where it was started")

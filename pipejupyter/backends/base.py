@@ -1,0 +1,231 @@
+"""The backend contract, and ClusterClassBackend: any ``distributed`` Cluster class.
+
+A backend turns a ClusterSpec into a running Dask cluster and drives it. Class-level
+methods work at resolve time (no cluster yet: sizing translation, kwargs validation,
+dry-run text); instance methods drive one live cluster. The manager owns the Client,
+discovery and cleanup; backends only know their library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from typing import Any, ClassVar
+
+import yaml
+
+from ..environment import WorkerEnvironment, mpi_sanitized
+from ..errors import ClusterError, ConfigError, MissingDependency, did_you_mean
+from ..models import ClusterSpec, worker_row
+from ..schema import Field
+
+logger = logging.getLogger(__name__)
+
+
+def import_dotted(path: str) -> Any:
+    """Import ``package.module.Name`` or ``package.module:Name``."""
+    if ":" in path:
+        module_name, _, attr = path.partition(":")
+    else:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ImportError(f"{path!r} is not a dotted path (package.module.Class)")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+class Backend:
+    """Contract shared by every backend. Subclasses set the class attributes."""
+
+    name: ClassVar[str] = ""
+    #: pip extra that installs the backend's library (named in MissingDependency)
+    extra: ClassVar[str | None] = None
+    #: modules that must import for the backend to work
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: dotted cluster classes this backend serves; the first is its default
+    cluster_classes: ClassVar[tuple[str, ...]] = ()
+    #: profile keys of this backend beyond the common ones (gateway address, image...)
+    profile_keys: ClassVar[dict[str, Field]] = {}
+    #: batch backends have job scripts, shown by dry-run
+    batch: ClassVar[bool] = False
+    #: False when the cluster belongs to someone else (connected by address)
+    owns_cluster: ClassVar[bool] = True
+
+    # -- resolve time -------------------------------------------------------------
+    @classmethod
+    def finalize(cls, spec: ClusterSpec) -> None:
+        """Translate sizing keys, fill defaults, validate kwargs. Raises ConfigError."""
+        if spec.cluster_class is None and cls.cluster_classes:
+            spec.cluster_class = cls.cluster_classes[0]
+        cls.translate(spec)
+        if spec.workers is None and spec.adapt_kwargs is None:
+            spec.workers = cls.default_workers(spec)
+        cls.validate_kwargs(spec)
+
+    @classmethod
+    def translate(cls, spec: ClusterSpec) -> None:
+        """Rename keys that mean the same thing on other backends (with a note)."""
+
+    @classmethod
+    def default_workers(cls, spec: ClusterSpec) -> int:
+        return 1
+
+    @classmethod
+    def check_dependencies(cls) -> None:
+        for module in cls.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise MissingDependency(module, cls.extra or "all", f"the {cls.name!r} backend") from None
+
+    @classmethod
+    def cluster_type(cls, spec: ClusterSpec) -> type:
+        cls.check_dependencies()
+        path = spec.cluster_class or (cls.cluster_classes[0] if cls.cluster_classes else None)
+        if not path:
+            raise ConfigError("no cluster_class to start", key="cluster_class", source=spec.origin_of("cluster_class"))
+        try:
+            return import_dotted(path)
+        except ImportError as exc:
+            top = path.split(".")[0].split(":")[0]
+            extra = {"dask_jobqueue": "jobqueue", "dask_gateway": "gateway", "dask_kubernetes": "kubernetes"}.get(top)
+            hint = f"; install it with: pip install 'pipejupyter[{extra}]'" if extra else ""
+            raise ConfigError(
+                f"cluster_class {path!r} does not import ({exc}){hint}",
+                source=spec.origin_of("cluster_class"),
+                key="cluster_class",
+            ) from None
+
+    @classmethod
+    def accepted_kwargs(cls, klass: type) -> set[str] | None:
+        """Keyword arguments ``klass`` accepts; None when it takes anything."""
+        names: set[str] = set()
+        for base in klass.__mro__:
+            init = base.__dict__.get("__init__")
+            if init is None:
+                continue
+            try:
+                params = inspect.signature(init).parameters.values()
+            except (TypeError, ValueError):
+                return None
+            names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                names.discard("self")
+                return names
+        return None
+
+    @classmethod
+    def validate_kwargs(cls, spec: ClusterSpec) -> None:
+        if not spec.cluster_class and not cls.cluster_classes:
+            return
+        klass = cls.cluster_type(spec)
+        accepted = cls.accepted_kwargs(klass)
+        if accepted is None:
+            return
+        for key in spec.cluster_kwargs:
+            if key not in accepted:
+                raise ConfigError(
+                    f"{klass.__name__} does not accept {key!r}",
+                    source=spec.origin_of(f"cluster_kwargs.{key}"),
+                    key=f"profiles.{spec.profile}.cluster_kwargs.{key}",
+                    accepted=sorted(a for a in accepted if not a.startswith("_")),
+                    suggestion=did_you_mean(key, accepted),
+                )
+
+    # -- live ---------------------------------------------------------------------
+    def __init__(self, spec: ClusterSpec, env: WorkerEnvironment) -> None:
+        self.spec = spec
+        self.env = env
+        self.cluster: Any = None
+
+    def dry_run(self) -> str:
+        """What would be started, as text; batch backends add their job script."""
+        shown = self.spec.to_json()
+        shown["env"] = {"pass": shown["env"].get("pass", []), "workers_receive": self.env.redacted()}
+        shown.pop("notes", None)
+        text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
+        if self.spec.notes:
+            text += "".join(f"# note: {n}\n" for n in self.spec.notes)
+        return text
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def scheduler_address(self) -> str | None:
+        return getattr(self.cluster, "scheduler_address", None)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        try:
+            return getattr(self.cluster, "dashboard_link", None)
+        except Exception:  # some clusters compute it from a live scheduler
+            return None
+
+    def make_client(self, **kwargs: Any):
+        from distributed import Client
+
+        return Client(self.cluster if self.cluster is not None else self.scheduler_address, **kwargs)
+
+    def scale(self, n: int) -> None:
+        raise ClusterError(f"the {self.name!r} backend cannot scale")
+
+    def adapt(self, minimum: int, maximum: int, **kwargs: Any) -> None:
+        raise ClusterError(f"the {self.name!r} backend cannot adapt")
+
+    def close(self, timeout: float = 20) -> None:
+        pass
+
+    def pending_workers(self, connected: dict[str, dict]) -> list[dict]:
+        """Rows for workers asked for but not connected (``connected`` by worker name)."""
+        return []
+
+    def logs(self, client, lines: int | None = None) -> dict[str, list[str]]:
+        """Extra log sources beyond the scheduler/worker logs (job output files...)."""
+        return {}
+
+    def discovery_info(self) -> dict[str, Any]:
+        """Backend details other processes need to reconnect (gateway name...)."""
+        return {}
+
+
+class ClusterClassBackend(Backend):
+    """Any ``distributed.deploy.Cluster`` subclass named by ``cluster_class``."""
+
+    name = "generic"
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        return dict(self.spec.cluster_kwargs)
+
+    def start(self) -> None:
+        klass = self.cluster_type(self.spec)
+        kwargs = self.cluster_kwargs()
+        with mpi_sanitized(self.spec.mpi):
+            self.cluster = klass(**kwargs)
+
+    def scale(self, n: int) -> None:
+        with mpi_sanitized(self.spec.mpi):
+            self.cluster.scale(n)
+
+    def adapt(self, minimum: int, maximum: int, **kwargs: Any) -> None:
+        with mpi_sanitized(self.spec.mpi):
+            self.cluster.adapt(minimum=minimum, maximum=maximum, **kwargs)
+
+    def close(self, timeout: float = 20) -> None:
+        if self.cluster is None:
+            return
+        try:
+            self.cluster.close(timeout=timeout)
+        except TypeError:  # close() without a timeout argument
+            self.cluster.close()
+
+    def pending_workers(self, connected: dict[str, dict]) -> list[dict]:
+        requested = getattr(self.cluster, "requested", None)
+        if not requested:
+            return []
+        return [worker_row(name=str(n), status="pending") for n in sorted(map(str, requested)) if str(n) not in connected]
+

@@ -1,0 +1,145 @@
+"""Local backend: Dask worker processes on this machine (distributed.LocalCluster)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..environment import mpi_sanitized
+from ..models import ClusterSpec
+from .base import ClusterClassBackend
+
+# Batch-job settings that mean nothing for local processes: dropped with a note.
+JOB_ONLY_KEYS = frozenset(
+    {
+        "queue", "account", "project", "walltime", "job_name", "name", "job_extra_directives",
+        "job_directives_skip", "job_script_prologue", "job_cpu", "job_mem", "log_directory",
+        "shebang", "python", "submit_command_extra", "cancel_command_extra", "disk",
+        "resource_spec", "job_extra", "env_extra", "extra", "worker_extra_args",
+    }
+)
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_local_workers(environ: dict[str, str] | None = None) -> int:
+    """Like the CASA pipeline: SLURM_NTASKS inside an allocation, else min(CPUs, 4)."""
+    environ = os.environ if environ is None else environ
+    ntasks = environ.get("SLURM_NTASKS", "")
+    if ntasks.isdigit() and int(ntasks) > 0:
+        return int(ntasks)
+    return max(1, min(cpu_count(), 4))
+
+
+def _make_sanitized_nanny():
+    # Imported lazily: distributed is heavy and not needed to resolve configuration.
+    from distributed import Nanny
+
+    class SanitizedNanny(Nanny):
+        """A Nanny whose worker processes never inherit MPI launch variables.
+
+        Nanny.instantiate() spawns the worker process, at start and at every restart
+        after a crash, and the child copies os.environ at that moment.
+        """
+
+        def __init__(self, *args: Any, mpi_policy: dict | None = None, **kwargs: Any) -> None:
+            self._mpi_policy = mpi_policy or {}
+            super().__init__(*args, **kwargs)
+
+        async def instantiate(self):
+            with mpi_sanitized(self._mpi_policy):
+                return await super().instantiate()
+
+    return SanitizedNanny
+
+
+class LocalBackend(ClusterClassBackend):
+    name = "local"
+    cluster_classes = ("distributed.LocalCluster", "dask.distributed.LocalCluster", "distributed.deploy.local.LocalCluster")
+
+    @classmethod
+    def translate(cls, spec: ClusterSpec) -> None:
+        kwargs = spec.cluster_kwargs
+        renames = {"cores": "threads_per_worker", "memory": "memory_limit", "nthreads": "threads_per_worker"}
+        for old, new in renames.items():
+            if old in kwargs:
+                value = kwargs.pop(old)
+                kwargs.setdefault(new, value)
+                _move_origin(spec, f"cluster_kwargs.{old}", f"cluster_kwargs.{new}")
+                spec.notes.append(f"{old}={value!r} means {new}={value!r} for local workers")
+        if "n_workers" in kwargs:
+            value = kwargs.pop("n_workers")
+            if spec.workers is None or spec.origin.get("workers") != "argument":
+                spec.workers = value
+            spec.notes.append(f"cluster_kwargs.n_workers={value!r} is the worker count (workers)")
+        if isinstance(kwargs.get("processes"), int) and not isinstance(kwargs["processes"], bool):
+            value = kwargs.pop("processes")
+            kwargs["processes"] = True
+            spec.notes.append(f"processes={value} (processes per job) means one process per local worker")
+        for key in sorted(JOB_ONLY_KEYS & set(kwargs)):
+            kwargs.pop(key)
+            spec.notes.append(f"{key} is a batch-job setting, ignored for local workers")
+        if spec.adapt_kwargs:
+            for old, new in (("minimum_jobs", "minimum"), ("maximum_jobs", "maximum")):
+                if old in spec.adapt_kwargs:
+                    spec.adapt_kwargs.setdefault(new, spec.adapt_kwargs.pop(old))
+        spec.scheduler.setdefault("host", "127.0.0.1")
+        spec.scheduler.setdefault("dashboard_address", "127.0.0.1:0")
+
+    @classmethod
+    def default_workers(cls, spec: ClusterSpec) -> int:
+        return default_local_workers()
+
+    @classmethod
+    def accepted_kwargs(cls, klass: type) -> set[str] | None:
+        # LocalCluster passes unknown keyword arguments on to each Nanny and Worker.
+        from distributed import Nanny, Worker
+
+        names = super().accepted_kwargs(klass) or set()
+        for extra in (Nanny, Worker):
+            names |= super().accepted_kwargs(extra) or set()
+        return names
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        spec = self.spec
+        kwargs = dict(spec.cluster_kwargs)
+        kwargs.setdefault("threads_per_worker", 1)
+        kwargs.setdefault("processes", True)
+        sched = spec.scheduler
+        if sched.get("host") is not None:
+            kwargs.setdefault("host", sched["host"])
+        if sched.get("port") is not None:
+            kwargs.setdefault("scheduler_port", sched["port"])
+        if sched.get("dashboard_address") is not None:
+            kwargs.setdefault("dashboard_address", sched["dashboard_address"])
+        if spec.security:
+            kwargs.setdefault("security", spec.security)
+        if spec.adapt_kwargs:
+            kwargs["n_workers"] = int(spec.adapt_kwargs.get("minimum", 0) or 0)
+        else:
+            kwargs["n_workers"] = int(spec.workers or 0)
+        if kwargs["processes"]:
+            # No shell runs between us and a local worker: expand $VAR here.
+            env = {k: os.path.expandvars(v) for k, v in self.env.variables.items()}
+            kwargs["env"] = {**env, **(kwargs.get("env") or {})}
+            kwargs.setdefault("worker_class", _make_sanitized_nanny())
+            kwargs.setdefault("mpi_policy", dict(spec.mpi))
+        kwargs.setdefault("silence_logs", 40)  # keep worker chatter out of notebook cells
+        return kwargs
+
+    def start(self) -> None:
+        from distributed import LocalCluster
+
+        klass = self.cluster_type(self.spec) if self.spec.cluster_class else LocalCluster
+        with mpi_sanitized(self.spec.mpi):
+            self.cluster = klass(**self.cluster_kwargs())
+
+
+def _move_origin(spec: ClusterSpec, old: str, new: str) -> None:
+    if old in spec.origin:
+        spec.origin.setdefault(new, spec.origin.pop(old))

@@ -1,0 +1,128 @@
+"""Plain data shared by the core and every face: ClusterSpec and the JSON cluster model.
+
+The cluster model is the wire format (docs/wire-format.md): the widget, the REST API,
+the sidebar panel and the CLI all show exactly these dictionaries.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class ClusterStatus(str, Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    LOST = "lost"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class ClusterSpec:
+    """Everything needed to start one cluster, resolved from configuration."""
+
+    profile: str
+    backend: str
+    cluster_class: str | None = None
+    cluster_kwargs: dict[str, Any] = field(default_factory=dict)
+    adapt_kwargs: dict[str, Any] | None = None
+    workers: int | None = None
+    env: dict[str, Any] = field(default_factory=dict)  # {"pass": [...], "set": {...}, "redact": [...]}
+    mpi: dict[str, Any] = field(default_factory=lambda: {"sanitize": "auto"})
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    dask_config: dict[str, Any] = field(default_factory=dict)
+    casaconfig: dict[str, Any] = field(default_factory=dict)
+    security: Any = None
+    wait_timeout: float | None = None
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific profile keys
+    origin: dict[str, str] = field(default_factory=dict)  # dotted key -> "file:line" | default | --set
+    notes: list[str] = field(default_factory=list)  # translations made while resolving
+
+    def to_json(self, *, origin: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not origin:
+            data.pop("origin")
+        return copy.deepcopy(data)
+
+    def origin_of(self, key: str) -> str | None:
+        """Where ``key`` (dotted, e.g. ``cluster_kwargs.memory``) was set, or its nearest parent."""
+        parts = key.split(".")
+        for cut in range(len(parts), 0, -1):
+            found = self.origin.get(".".join(parts[:cut]))
+            if found:
+                return found
+        return None
+
+
+def worker_row(
+    *,
+    name: str,
+    address: str | None = None,
+    host: str | None = None,
+    threads: int = 0,
+    memory_used: int = 0,
+    memory_limit: int = 0,
+    processing: int = 0,
+    status: str = "running",
+    job_id: str | None = None,
+    job_state: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "name": str(name),
+        "address": address,
+        "host": host,
+        "threads": int(threads or 0),
+        "memory_used": int(memory_used or 0),
+        "memory_limit": int(memory_limit or 0),
+        "processing": int(processing or 0),
+        "status": status,
+        "job_id": job_id,
+        "job_state": job_state,
+    }
+
+
+def cluster_model(
+    *,
+    id: str,
+    name: str,
+    backend: str,
+    profile: str | None,
+    status: ClusterStatus | str,
+    scheduler_address: str | None,
+    dashboard_link: str | None,
+    worker_info: list[dict[str, Any]],
+    adapt: dict[str, int] | None,
+    owner: dict[str, Any],
+    started: float,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The JSON model; totals are computed from ``worker_info`` so they always agree."""
+    connected = [w for w in worker_info if w["status"] not in ("pending", "starting")]
+    return {
+        "id": id,
+        "name": name,
+        "backend": backend,
+        "profile": profile,
+        "status": str(status),
+        "scheduler_address": scheduler_address,
+        "dashboard_link": dashboard_link,
+        "workers": len(connected),
+        "pending": len(worker_info) - len(connected),
+        "cores": sum(w["threads"] for w in connected),
+        "memory": sum(w["memory_limit"] for w in connected),
+        "memory_used": sum(w["memory_used"] for w in connected),
+        "tasks": sum(w["processing"] for w in connected),
+        "adapt": adapt,
+        "owner": owner,
+        "started": started,
+        "error": error,
+        "worker_info": worker_info,
+    }
