@@ -83,6 +83,8 @@ class Config:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw  # not YAML: keep the text as written
+        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+            value = raw.strip()  # YAML 1.1 reads on/off/yes/no as booleans; keep the word
         self.set_value(key, value, profile)
 
     def set_value(self, key: str, value: Any, profile: str | None = None) -> None:

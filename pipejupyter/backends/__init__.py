@@ -115,6 +115,8 @@ def backend_class_for_profile(profile: Any, *, strict: bool = True) -> type[Back
     """Used by validation to learn a backend's extra profile keys; None when unknown."""
     if not isinstance(profile, dict):
         return None
+    if not isinstance(profile.get("backend") or "", str) or not isinstance(profile.get("cluster_class") or "", str):
+        return None  # the type error itself is reported by validation
     try:
         return get_backend(backend_name_for_profile(profile))
     except ConfigError:

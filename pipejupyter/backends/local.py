@@ -124,8 +124,10 @@ class LocalBackend(ClusterClassBackend):
         else:
             kwargs["n_workers"] = int(spec.workers or 0)
         if kwargs["processes"]:
-            # No shell runs between us and a local worker: expand $VAR here.
-            env = {k: os.path.expandvars(v) for k, v in self.env.variables.items()}
+            # No shell runs between us and a local worker: expand $VAR in configured values
+            # here (values copied from this environment are passed exactly as they are).
+            explicit = set(self.env.explicit)
+            env = {k: os.path.expandvars(v) if k in explicit else v for k, v in self.env.variables.items()}
             kwargs["env"] = {**env, **(kwargs.get("env") or {})}
             kwargs.setdefault("worker_class", _make_sanitized_nanny())
             kwargs.setdefault("mpi_policy", dict(spec.mpi))
