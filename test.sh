@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up everything the tests need and run every test: ./test.sh [pytest arguments]
+#
+# Installs (as root) SLURM, munge, OpenMPI, Chromium; creates .venv with every extra;
+# installs casatasks and measures data; starts a real single-node SLURM and a real
+# dask-gateway-server on loopback; runs ruff and pytest; stops the services again.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/setup.sh --test
+
+services_down() {
+    ci/gateway.sh stop >/dev/null 2>&1 || true
+    ci/slurm.sh stop >/dev/null 2>&1 || true
+}
+trap services_down EXIT
+
+if [ "$(id -u)" = 0 ]; then
+    ci/slurm.sh start >/dev/null
+    # shellcheck disable=SC1091
+    . .ci-state/slurm/env.sh
+fi
+ci/gateway.sh start >/dev/null
+# shellcheck disable=SC1091
+. .ci-state/gateway/env.sh
+# shellcheck disable=SC1091
+[ -f .ci-state/casa/env.sh ] && . .ci-state/casa/env.sh
+
+.venv/bin/ruff check .
+.venv/bin/python -m pytest "$@"
