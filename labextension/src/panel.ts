@@ -40,7 +40,7 @@ export class ClusterPanel extends Widget {
   private _actionError = '';
   private _profileList = h('ul', { class: 'pj-profile-list' });
   private _clusterList = h('ul', { class: 'pj-cluster-list' });
-  private _empty = h('div', { class: 'pj-empty' }, ['No clusters.']);
+  private _empty = h('div', { class: 'pj-empty' }, ['Loading…']);
   private _profileRows = new Map<string, ProfileRow>();
   private _cards = new Map<string, ClusterCard>();
   private _ticks = 0;
@@ -227,6 +227,7 @@ export class ClusterPanel extends Widget {
       placeAt(this._clusterList, card.node, index);
     });
     this._prune(this._cards, seen);
+    this._empty.textContent = 'No clusters.';
     this._empty.hidden = clusters.length > 0;
   }
 

@@ -51,7 +51,7 @@ export async function request<T>(
   settings: ServerConnection.ISettings = ServerConnection.makeSettings()
 ): Promise<T> {
   const url = URLExt.join(settings.baseUrl, route);
-  const what = `${init.method ?? 'GET'} ${url}`;
+  const what = `${init.method ?? 'GET'} ${new URL(url, window.location.href).pathname}`;
   let response: Response;
   try {
     response = await ServerConnection.makeRequest(url, init, settings);

@@ -193,16 +193,20 @@ export class ClusterCard {
       ]),
       this._error,
       h('div', { class: 'pj-row pj-controls' }, [
-        this._scale,
-        on(actionButton('scale', 'Scale', 'Ask for this many workers'), () =>
-          this._actions.scale(id, readWorkers(this._scale))
-        ),
-        this._min,
-        '–',
-        this._max,
-        on(actionButton('adapt', 'Adapt', 'Scale adaptively'), () =>
-          this._actions.adapt(id, readAdapt(this._min, this._max))
-        )
+        h('span', { class: 'pj-group' }, [
+          this._scale,
+          on(actionButton('scale', 'Scale', 'Ask for this many workers'), () =>
+            this._actions.scale(id, readWorkers(this._scale))
+          )
+        ]),
+        h('span', { class: 'pj-group' }, [
+          this._min,
+          '–',
+          this._max,
+          on(actionButton('adapt', 'Adapt', 'Scale adaptively between minimum and maximum'), () =>
+            this._actions.adapt(id, readAdapt(this._min, this._max))
+          )
+        ])
       ]),
       h('div', { class: 'pj-row pj-controls' }, [
         on(this._dashboard, () => this._actions.dashboard(this.model)),
