@@ -118,7 +118,10 @@ class LocalBackend(ClusterClassBackend):
         if sched.get("dashboard_address") is not None:
             kwargs.setdefault("dashboard_address", sched["dashboard_address"])
         if spec.security:
-            kwargs.setdefault("security", spec.security)
+            from ..security import make_security
+
+            kwargs.setdefault("security", make_security(spec.security, source=spec.origin_of("security")))
+            kwargs.setdefault("protocol", "tls://")
         if spec.adapt_kwargs:
             kwargs["n_workers"] = int(spec.adapt_kwargs.get("minimum", 0) or 0)
         else:
