@@ -78,6 +78,8 @@ export interface IProfileModel {
   memory: string | number | null;
   description?: string | null;
   origin?: Record<string, string>;
+  /** Why the profile cannot be used as configured (server-side check). */
+  error?: string | null;
 }
 
 export interface IProfileList {

@@ -78,6 +78,7 @@ export class ProfileRow {
   private _title = h('span', { class: 'pj-profile-name' });
   private _backend = h('span', { class: 'pj-badge pj-profile-backend' });
   private _sizing = h('div', { class: 'pj-profile-sizing' });
+  private _error = h('div', { class: 'pj-profile-error' });
   private _workers = numberInput('workers', 1, 0, 'workers');
   private _adaptToggle = h('input', {
     type: 'checkbox',
@@ -102,6 +103,7 @@ export class ProfileRow {
     this.node = h('li', { class: 'pj-profile', 'data-profile': profile.name }, [
       h('div', { class: 'pj-row' }, [this._title, this._backend]),
       this._sizing,
+      this._error,
       h('div', { class: 'pj-row pj-controls' }, [
         this._workers,
         h('label', { class: 'pj-toggle' }, [this._adaptToggle, 'adapt']),
@@ -126,6 +128,9 @@ export class ProfileRow {
     this._backend.textContent = profile.backend;
     this._sizing.textContent = profileSizing(profile);
     this.node.title = profile.description ?? '';
+    this._error.textContent = profile.error ?? '';
+    this._error.hidden = !profile.error;
+    this.node.classList.toggle('pj-mod-invalid', !!profile.error);
   }
 
   set isDefault(value: boolean) {
