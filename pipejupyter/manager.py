@@ -88,6 +88,7 @@ class ClusterHandle:
         self.owner = _owner()
         self._dashboard: str | None = None
         self._secrets = secret_values(backend.env.variables, backend.env.redact) if backend.env else []
+        self._secrets += backend.secret_values()
 
     # -- reading ------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -264,6 +265,11 @@ class ClusterHandle:
             except Exception as exc:
                 errors.append(f"cluster: {exc}")
             discovery.remove(self.id)
+        else:
+            try:
+                self.backend.disconnect()
+            except Exception as exc:
+                errors.append(f"disconnect: {exc}")
         with _lock:
             _registry.pop(self.id, None)
         return errors
@@ -431,7 +437,7 @@ def connect(target: str, *, name: str | None = None, set_default: bool = True, t
         address = None
     else:
         if "://" not in target and not _looks_like_host_port(target):
-            record = discovery.find(target)
+            record = discovery.find(target) or _find_remote(target)
             if record is None:
                 known = [f"{r['name']} ({r['id']})" for r in discovery.read_all()]
                 raise UnknownCluster(
@@ -439,12 +445,14 @@ def connect(target: str, *, name: str | None = None, set_default: bool = True, t
                     f"or one of: {', '.join(known) or 'none discovered'}"
                 )
             backend_name = record.get("backend") or "address"
+            backend_cls = None
             with contextlib.suppress(PipejupyterError):
                 backend_cls = get_backend(backend_name)
-                if hasattr(backend_cls, "attach_record") and record.get("backend_info"):
-                    backend = backend_cls.attach_record(record)
-                    handle = ClusterHandle(backend.spec, backend, name or _unique_name(record["name"]), owned=False, label=backend_name)
-                    return _finish_connect(handle, set_default, timeout)
+            if hasattr(backend_cls, "attach_record") and record.get("backend_info"):
+                # Errors propagate: a gateway address is no plain scheduler address to fall back on.
+                backend = backend_cls.attach_record(record)
+                handle = ClusterHandle(backend.spec, backend, name or _unique_name(record["name"]), owned=False, label=backend_name)
+                return _finish_connect(handle, set_default, timeout)
             address = record["scheduler_address"]
             label = backend_name
             profile = record.get("profile")
@@ -511,11 +519,40 @@ def list_clusters(*, discovered: bool = True, timeout: float = 2.0) -> list[dict
         return own
     seen = {m["id"] for m in own} | {m["scheduler_address"] for m in own if m["scheduler_address"]}
     others = []
-    for record in discovery.read_all():
+    for record in [*discovery.read_all(), *_remote_records(timeout)]:
         if record["id"] in seen or record.get("scheduler_address") in seen:
             continue
+        seen |= {record["id"], record.get("scheduler_address")}
         others.append(record)
     return own + others
+
+
+def _remote_records(timeout: float) -> list[dict[str, Any]]:
+    """Clusters that configured services (Dask Gateway) run for this user, each asked briefly.
+
+    Backends with such services have a ``list_remote(spec, timeout)`` classmethod.
+    """
+    from .backends import backend_class_for_profile
+
+    try:
+        cfg = load_config()
+    except PipejupyterError as exc:
+        logger.debug("no remote clusters listed: %s", exc)
+        return []
+    records: list[dict[str, Any]] = []
+    for name, body in cfg.profiles.items():
+        backend_cls = backend_class_for_profile(body, strict=False)
+        if backend_cls is None or not hasattr(backend_cls, "list_remote"):
+            continue
+        try:
+            records += backend_cls.list_remote(cfg.resolve(name), timeout=timeout)
+        except Exception as exc:  # an unreachable service must not break listing
+            logger.debug("cannot list clusters of profile %s: %s", name, exc)
+    return records
+
+
+def _find_remote(key: str) -> dict[str, Any] | None:
+    return next((r for r in _remote_records(2.0) if key in (r["id"], r["name"])), None)
 
 
 def stop(key: str | None = None) -> ClusterHandle:
@@ -536,9 +573,18 @@ def stop_all(timeout: float = 20) -> list[str]:
 
 def stop_discovered(key: str) -> dict[str, Any]:
     """Shut down a cluster owned by another process (CLI ``stop ID``) via its scheduler."""
-    record = discovery.find(key)
+    from .backends import get_backend
+
+    record = discovery.find(key) or _find_remote(key)
     if record is None:
         raise UnknownCluster(f"no running cluster {key!r}")
+    backend_cls = None
+    with contextlib.suppress(PipejupyterError):
+        backend_cls = get_backend(record.get("backend") or "address")
+    if hasattr(backend_cls, "stop_record") and record.get("backend_info"):
+        backend_cls.stop_record(record)
+        discovery.remove(record["id"])
+        return record
     from distributed import Client
 
     try:

@@ -192,6 +192,18 @@ class Backend:
         """Backend details other processes need to reconnect (gateway name...)."""
         return {}
 
+    def secret_values(self) -> list[str]:
+        """Credentials of this backend (gateway password...) that must never be shown."""
+        return []
+
+    def disconnect(self) -> None:
+        """Release what a connected (not owned) cluster holds here, without stopping it."""
+
+    # Optional classmethods of backends with remote clusters (see backends/gateway.py):
+    # attach(target, env) for ``name://...`` targets, attach_record(record) for discovery
+    # records with backend_info, list_remote(spec, timeout) -> records for `list`, and
+    # stop_record(record) for `stop` of a cluster this process does not own.
+
 
 class ClusterClassBackend(Backend):
     """Any ``distributed.deploy.Cluster`` subclass named by ``cluster_class``."""
