@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _spec_json(spec) -> dict[str, Any]:
-    from .environment import redact_mapping
+    from .environment import redact_mapping, redact_tree
 
     env = dict(spec.env)
     env["set"] = redact_mapping(env.get("set") or {}, env.get("redact") or ())
@@ -76,7 +76,7 @@ def _spec_json(spec) -> dict[str, Any]:
         "scheduler": spec.scheduler,
         "dask_config": spec.dask_config,
         "casaconfig": spec.casaconfig,
-        "options": spec.options,
+        "options": redact_tree(spec.options, env.get("redact") or ()),
         "notes": spec.notes,
     }
 

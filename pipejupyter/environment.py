@@ -255,6 +255,24 @@ def redact_mapping(values: Mapping[str, Any], extra: Iterable[str] = ()) -> dict
     return {k: (REDACTED if is_secret(str(k), extra) and v not in (None, "") else v) for k, v in values.items()}
 
 
+def redact_tree(value: Any, extra: Iterable[str] = ()) -> Any:
+    """A copy of nested settings with secret-named values redacted at any depth.
+
+    ``*_env`` keys (e.g. ``password_env``) name a variable, not a secret, and stay shown.
+    """
+    extra = tuple(extra)
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED
+            if is_secret(str(k), extra) and not str(k).lower().endswith("_env") and v not in (None, "") and not isinstance(v, Mapping)
+            else redact_tree(v, extra)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_tree(v, extra) for v in value]
+    return value
+
+
 def secret_values(values: Mapping[str, Any], extra: Iterable[str] = ()) -> list[str]:
     """The values that must never be shown (at least 4 characters, to avoid noise)."""
     extra = tuple(extra)

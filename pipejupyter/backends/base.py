@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from ..environment import WorkerEnvironment, mpi_sanitized
+from ..environment import WorkerEnvironment, mpi_sanitized, redact_tree
 from ..errors import ClusterError, ConfigError, MissingDependency, did_you_mean
 from ..models import ClusterSpec, worker_row
 from ..schema import Field
@@ -146,6 +146,7 @@ class Backend:
         """What would be started, as text; batch backends add their job script."""
         shown = self.spec.to_json()
         shown["env"] = {"pass": shown["env"].get("pass", []), "workers_receive": self.env.redacted()}
+        shown["options"] = redact_tree(shown["options"], self.env.redact)
         shown.pop("notes", None)
         text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
         if self.spec.notes:
