@@ -40,11 +40,11 @@ def format_bytes(n: int | float | None) -> str:
     if not n:
         return "0 B"
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{value:.1f} PiB"  # unreachable; keeps type checkers calm
+    return f"{value:.1f} TiB"
 
 
 def safe_link(url: Any) -> str | None:
@@ -63,11 +63,15 @@ def status_badge(status: Any) -> str:
     return f'<span style="color:{colour};font-weight:bold">{_e(status)}</span>'
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def totals_text(model: dict[str, Any]) -> str:
-    parts = [f"{model.get('workers', 0)} workers"]
+    parts = [plural(model.get("workers", 0), "worker")]
     if model.get("pending"):
         parts[0] += f" (+{model['pending']} pending)"
-    parts.append(f"{model.get('cores', 0)} threads")
+    parts.append(plural(model.get("cores", 0), "thread"))
     parts.append(f"memory {format_bytes(model.get('memory_used'))} / {format_bytes(model.get('memory'))}")
     parts.append(f"{model.get('tasks', 0)} tasks processing")
     adapt = model.get("adapt")

@@ -122,6 +122,13 @@ def register(command: Subcommand) -> None:
         listener()
 
 
+def unregister(name: str) -> None:
+    if _REGISTRY.pop(name, None) is not None:
+        _parser_cache.clear()
+        for listener in list(_listeners):
+            listener()
+
+
 def on_change(listener: Callable[[], None]) -> None:
     """Call ``listener`` whenever the registry changes (the magic refreshes its docstring)."""
     if listener not in _listeners:
@@ -138,7 +145,8 @@ def parser() -> PipeclusterParser:
         root = PipeclusterParser(prog=PROG, description="Dask clusters from pipejupyter configuration.")
         sub = root.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=PipeclusterParser)
         for command in _REGISTRY.values():
-            child = sub.add_parser(command.name, help=command.help, description=command.description or command.help)
+            # argparse %-formats the help of each choice: a literal %pipecluster needs %%.
+            child = sub.add_parser(command.name, help=command.help.replace("%", "%%"), description=command.description or command.help)
             command.add_to(child)
         _parser_cache.append(root)
     return _parser_cache[0]

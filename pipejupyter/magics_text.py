@@ -9,11 +9,7 @@ from typing import Any
 import yaml
 
 from .environment import REDACTED, WorkerEnvironment, is_secret
-from .html_views import safe_link
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+from .html_views import plural, safe_link
 
 
 def started_line(handle: Any, model: Mapping[str, Any], *, verb: str) -> str:
