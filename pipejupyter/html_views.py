@@ -29,10 +29,12 @@ STATUS_COLOURS = {
     "stopped": "#757575",
 }
 
-_TABLE_STYLE = "border-collapse:collapse;font-size:12px;min-width:520px"
-_CELL = 'style="padding:1px 8px;text-align:{align}"'
-_LEFT = _CELL.format(align="left")
-_RIGHT = _CELL.format(align="right")
+# Short attributes instead of per-cell styles: a 1,000-row table crosses the comm at every
+# refresh, so each row is kept small.
+_TABLE_ATTRS = 'cellpadding="2" style="border-collapse:collapse;font-size:12px;min-width:520px"'
+_LEFT = 'align="left"'
+_RIGHT = 'align="right"'
+_BAR = 'style="display:inline-block;width:80px;height:8px;background:#e0e0e0;vertical-align:middle"'
 
 
 def format_bytes(n: int | float | None) -> str:
@@ -102,11 +104,8 @@ def header_html(model: dict[str, Any]) -> str:
 def _memory_cell(used: int, limit: int) -> str:
     fraction = min(1.0, used / limit) if limit else 0.0
     colour = "#c62828" if fraction > 0.9 else "#f9a825" if fraction > 0.7 else "#2e7d32"
-    bar = (
-        '<div style="display:inline-block;width:80px;height:8px;background:#e0e0e0;vertical-align:middle">'
-        f'<div style="width:{fraction * 100:.0f}%;height:100%;background:{colour}"></div></div>'
-    )
-    return f"<td {_LEFT}>{bar} {format_bytes(used)} / {format_bytes(limit)}</td>"
+    bar = f'<div {_BAR}><div style="width:{fraction * 100:.0f}%;height:100%;background:{colour}"></div></div>'
+    return f"<td>{bar} {format_bytes(used)} / {format_bytes(limit)}</td>"
 
 
 def _worker_status(row: dict[str, Any]) -> str:
@@ -128,10 +127,10 @@ def workers_table_html(model: dict[str, Any], *, max_rows: int | None = MAX_ROWS
         )
     )
     body = [
-        f"<tr><td {_LEFT}>{_e(r.get('name'))}</td><td {_LEFT}>{_e(r.get('host') or '')}</td>"
+        f"<tr><td>{_e(r.get('name'))}</td><td>{_e(r.get('host') or '')}</td>"
         f"<td {_RIGHT}>{int(r.get('threads') or 0)}</td>"
         f"{_memory_cell(int(r.get('memory_used') or 0), int(r.get('memory_limit') or 0))}"
-        f"<td {_RIGHT}>{int(r.get('processing') or 0)}</td><td {_LEFT}>{_worker_status(r)}</td></tr>"
+        f"<td {_RIGHT}>{int(r.get('processing') or 0)}</td><td>{_worker_status(r)}</td></tr>"
         for r in shown
     ]
     if not rows:
@@ -140,7 +139,7 @@ def workers_table_html(model: dict[str, Any], *, max_rows: int | None = MAX_ROWS
         body.append(f'<tr><td colspan="6" {_LEFT}><em>and {len(rows) - len(shown)} more workers</em></td></tr>')
     return (
         '<div style="max-height:320px;overflow-y:auto">'
-        f'<table style="{_TABLE_STYLE}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        f'<table {_TABLE_ATTRS}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
     )
 
 
