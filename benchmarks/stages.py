@@ -1,0 +1,116 @@
+"""Stage throughput next to raw Dask, on one LocalCluster (side by side, same workers).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/stages.py [--workers 2] [--noop 10000] [--sleepy 20000]
+                                                      [--item-ms 1] [--unbatched]
+
+1. 10,000 no-op items: run_stage with persistence on and off, next to client.map + gather.
+2. 20,000 one-millisecond items (time.sleep): run_stage with automatic batching, next to
+   client.map + gather and to the compute floor (items x duration / worker threads).
+   The floor is also given for the measured duration of one item (a 1 ms sleep takes a
+   little longer than 1 ms).
+
+Each measurement is one run, wall-clock, after a warm-up on the same cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def noop(x):
+    return None
+
+
+def sleepy(x, seconds):
+    time.sleep(seconds)
+    return x
+
+
+def _time(fn):
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker")
+    parser.add_argument("--noop", type=int, default=10_000)
+    parser.add_argument("--sleepy", type=int, default=20_000)
+    parser.add_argument("--item-ms", type=float, default=1.0)
+    parser.add_argument("--unbatched", action="store_true", help="also run_stage with batch=1 on the sleepy items")
+    args = parser.parse_args()
+
+    from functools import partial
+
+    from distributed import Client, LocalCluster
+
+    from pipejupyter import run_stage
+
+    seconds = args.item_ms / 1000
+    work = partial(sleepy, seconds=seconds)
+    rows: list[tuple[str, str, float, str]] = []
+    with tempfile.TemporaryDirectory() as tmp, LocalCluster(
+        n_workers=args.workers, threads_per_worker=args.threads, processes=True,
+        host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40,
+    ) as cluster, Client(cluster) as client:
+        threads = args.workers * args.threads
+        os.chdir(tmp)
+        # warm-up: imports and connections on every worker
+        client.gather(client.map(noop, range(200), pure=False))
+        run_stage("warmup", noop, range(200), client=client, progress=None, persist=False)
+
+        n = args.noop
+        t_raw, _ = _time(lambda: client.gather(client.map(noop, range(n), pure=False)))
+        rows.append((f"{n:,} no-op", "client.map + gather", t_raw, "1.00x"))
+        t_on, r = _time(lambda: run_stage("noop", noop, range(n), client=client, progress=None, workdir=tmp))
+        assert len(r) == n and r.ok
+        rows.append((f"{n:,} no-op", "run_stage, persistence on", t_on, f"{t_raw / t_on:.1f}x faster"))
+        t_off, r = _time(lambda: run_stage("noop", noop, range(n), client=client, progress=None, persist=False))
+        rows.append((f"{n:,} no-op", "run_stage, persistence off", t_off, f"{t_raw / t_off:.1f}x faster"))
+        t_skip, r = _time(lambda: run_stage("noop", noop, range(n), client=client, progress=None, workdir=tmp))
+        assert r.stats["skipped"] == n
+        rows.append((f"{n:,} no-op", "run_stage re-run (all skipped)", t_skip, ""))
+
+        m = args.sleepy
+        floor = m * seconds / threads
+        probe = client.submit(_measure_sleep, seconds, pure=False).result()
+        real_floor = m * probe / threads
+        t_raw2, _ = _time(lambda: client.gather(client.map(work, range(m), pure=False)))
+        rows.append((f"{m:,} x {args.item_ms:g} ms", "client.map + gather", t_raw2, f"{t_raw2 / floor:.2f}x floor"))
+        t_stage, r = _time(lambda: run_stage("sleepy", work, range(m), client=client, progress=None, workdir=tmp))
+        assert len(r) == m and r.ok and r[-1] == m - 1
+        rows.append((f"{m:,} x {args.item_ms:g} ms", "run_stage, auto batching, persisted", t_stage, f"{t_stage / floor:.2f}x floor"))
+        if args.unbatched:
+            t_one, r = _time(lambda: run_stage("sleepy1", work, range(m), client=client, progress=None, batch=1, persist=False))
+            rows.append((f"{m:,} x {args.item_ms:g} ms", "run_stage, batch=1 (no batching)", t_one, f"{t_one / floor:.2f}x floor"))
+        rows.append((f"{m:,} x {args.item_ms:g} ms", f"compute floor ({m:,} x {args.item_ms:g} ms / {threads} threads)", floor, "1.00x floor"))
+        rows.append((f"{m:,} x {args.item_ms:g} ms", f"floor at measured item time ({probe * 1000:.3f} ms)", real_floor, f"{real_floor / floor:.2f}x floor"))
+
+    print(f"\nLocalCluster: {args.workers} workers x {args.threads} thread(s), {os.cpu_count()} CPUs\n")
+    print(f"{'workload':<18} {'how':<48} {'seconds':>8} {'items/s':>10}  ratio")
+    for workload, how, t, ratio in rows:
+        count = int(workload.split()[0].replace(",", ""))
+        print(f"{workload:<18} {how:<48} {t:8.2f} {count / t:10,.0f}  {ratio}")
+    print(f"\nno-op: run_stage/raw time ratio, persistence on {t_on / t_raw:.3f}, off {t_off / t_raw:.3f}")
+    print(f"{args.item_ms:g} ms items: run_stage {t_stage / floor:.3f}x floor, client.map {t_raw2 / floor:.3f}x floor, "
+          f"run_stage {t_raw2 / t_stage:.2f}x faster than client.map")
+
+
+def _measure_sleep(seconds: float, n: int = 500) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        time.sleep(seconds)
+    return (time.perf_counter() - start) / n
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""CASA task requests and nested MPI: ``casa(task, ...)`` and ``mpirun(fn, nprocs=N)``.
+
+``casa("listobs", vis="x.ms")`` describes a call (like the CASA pipeline's JobRequest);
+a stage executes it on a worker: casatasks is imported there, the call's CASA log lines
+are captured (warnings and errors also stream under the cell) and returned in a
+CasaResult, and the equivalent CASA command is appended to ``casa_commands.log`` in the
+notebook's working directory.
+
+``mpirun(fn, nprocs=N)`` runs ``fn`` on every rank of an ``mpirun -n N`` started by the
+worker: the one place MPI launch variables are wanted. The child environment is cleaned
+of any MPI identity the worker may carry, so mpirun hands each rank a fresh one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import capture
+from .errors import MissingDependency, PipejupyterError, did_you_mean
+from .fingerprint import digest
+from .work import Request, WorkError, run_streaming
+
+COMMANDS_LOG = "casa_commands.log"
+LIVE_PRIORITIES = ("WARN", "SEVERE")  # CASA log lines also shown under the cell while running
+_casa_lock = threading.Lock()  # CASA tools are not thread-safe: one call at a time per process
+
+
+class CasaTaskError(PipejupyterError, RuntimeError):
+    """A CASA task could not be found or run."""
+
+
+class MpiError(PipejupyterError, RuntimeError):
+    """mpirun is missing, or a rank failed."""
+
+
+# -- CASA -------------------------------------------------------------------------------
+
+
+@dataclass
+class CasaResult:
+    task: str
+    kwargs: dict[str, Any]
+    value: Any
+    log: list[str]
+    command: str
+    duration: float
+    mpi: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<CasaResult {self.command} -> {type(self.value).__name__}, {len(self.log)} log lines>"
+
+
+def casa_command(task: str, kwargs: Mapping[str, Any]) -> str:
+    """The CASA command line equivalent to a call: ``listobs(vis='x.ms', listfile='o.txt')``."""
+    return f"{task}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+
+
+@dataclass
+class CasaTask(Request):
+    """A CASA task call; with items, an item binds to ``item_arg`` (``vis``) or, when it is
+    a dict, supplies keyword arguments."""
+
+    task: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    mpi: int | None = None
+    item_arg: str = "vis"
+    kind = "casa"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not self.task.isidentifier():
+            raise WorkError(f"a CASA task name is an identifier like 'listobs', got {self.task!r}")
+        if self.mpi is not None and (not isinstance(self.mpi, int) or isinstance(self.mpi, bool) or self.mpi < 1):
+            raise WorkError(f"mpi must be a number of processes >= 1, got {self.mpi!r}")
+
+    def bind(self, value: Any, key: str) -> CasaTask:
+        if isinstance(value, Mapping):
+            return replace(self, kwargs={**self.kwargs, **value})
+        return replace(self, kwargs={**self.kwargs, self.item_arg: os.fspath(value) if isinstance(value, os.PathLike) else value})
+
+    @property
+    def command(self) -> str:
+        return casa_command(self.task, self.kwargs)
+
+    def execute(self) -> CasaResult:
+        item = capture.current()
+        if self.mpi:
+            ranks = MpiCall(_casa_on_rank, (self.task, self.kwargs), {}, nprocs=self.mpi).execute()
+            result = ranks[0]
+            result.mpi = {"nprocs": self.mpi, "ranks": [r if isinstance(r, dict) else r.mpi for r in ranks]}
+            for line in result.log:  # the rank ran in another process: replay its warnings here
+                if any(p in line for p in LIVE_PRIORITIES) and item is not None:
+                    item.write(line + "\n", "casa")
+        else:
+            result = run_casa_task(self.task, self.kwargs)
+        if item is not None:
+            item.commands.append(result.command)
+        return result
+
+    def run(self) -> CasaResult:
+        """Execute in this process; outside a stage, log the command here too."""
+        if capture.current() is not None:
+            return self.execute()
+        try:
+            result = self.execute()
+        except BaseException:
+            log_commands(os.getcwd(), None, None, None, [self.command], ok=False)
+            raise
+        log_commands(os.getcwd(), None, None, None, [result.command], ok=True)
+        return result
+
+    def describe(self) -> str:
+        return f"casa: {self.command}" + (f" (mpi={self.mpi})" if self.mpi else "")
+
+    def fingerprint(self) -> str:
+        return digest("casa", self.task, self.kwargs, self.mpi, self.item_arg)
+
+
+def casa(task: str, *, mpi: int | None = None, item_arg: str = "vis", **kwargs: Any) -> CasaTask:
+    """A CASA task request, e.g. ``casa("listobs", vis="x.ms")``; ``mpi=N`` runs it under ``mpirun -n N``."""
+    return CasaTask(task, kwargs, mpi, item_arg)
+
+
+@functools.lru_cache(maxsize=1)
+def _casatasks() -> Any:
+    try:
+        import casatasks
+    except ImportError as exc:
+        if exc.name not in (None, "casatasks") and not str(exc.name or "").startswith("casa"):
+            raise CasaTaskError(f"importing casatasks failed: {exc} (missing dependency {exc.name!r})") from exc
+        raise MissingDependency("casatasks", "casa", "running CASA tasks") from None
+    return casatasks
+
+
+def run_casa_task(task: str, kwargs: Mapping[str, Any]) -> CasaResult:
+    """Run one CASA task here, with its log lines captured to a file of its own."""
+    casatasks = _casatasks()
+    function = getattr(casatasks, task, None)
+    if not callable(function):
+        names = [n for n in dir(casatasks) if not n.startswith("_") and callable(getattr(casatasks, n, None))]
+        hint = did_you_mean(task, names)
+        raise CasaTaskError(f"casatasks has no task {task!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+    casalog = casatasks.casalog
+    command = casa_command(task, kwargs)
+    with _casa_lock:
+        previous = casalog.logfile()
+        fd, path = tempfile.mkstemp(prefix=f"casa-{task}-", suffix=".log")
+        os.close(fd)
+        tail = _LogTail(path, capture.current())
+        started = time.monotonic()
+        casalog.setlogfile(path)
+        tail.start()
+        try:
+            value = function(**kwargs)
+        finally:
+            casalog.setlogfile(previous)
+            tail.stop()
+            lines = tail.lines
+            os.unlink(path)
+    return CasaResult(task, dict(kwargs), value, lines, command, time.monotonic() - started)
+
+
+class _LogTail(threading.Thread):
+    """Follows a CASA log file while a task runs; passes warnings and errors to the item."""
+
+    def __init__(self, path: str, item: capture.ItemCapture | None) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.item = item
+        self.lines: list[str] = []
+        self._done = threading.Event()
+        self._offset = 0
+        self._partial = ""
+
+    def run(self) -> None:
+        while not self._done.wait(0.3):
+            self._read()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(5)
+        self._read()
+        if self._partial:
+            self._take(self._partial)
+            self._partial = ""
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+                self._offset = fh.tell()
+        except OSError:
+            return
+        text = self._partial + chunk
+        *complete, self._partial = text.split("\n")
+        for line in complete:
+            self._take(line)
+
+    def _take(self, line: str) -> None:
+        if not line.strip():
+            return
+        self.lines.append(line)
+        if self.item is not None and any(f"\t{p}" in line or f" {p} " in line for p in LIVE_PRIORITIES):
+            self.item.write(line + "\n", "casa")
+
+
+def _casa_on_rank(task: str, kwargs: Mapping[str, Any]) -> Any:
+    from .environment import mpi_rank
+
+    rank = mpi_rank() or 0
+    size = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE") or 1)
+    if rank != 0:
+        return {"rank": rank, "size": size, "pid": os.getpid()}
+    result = run_casa_task(task, kwargs)
+    result.mpi = {"rank": rank, "size": size, "pid": os.getpid()}
+    return result
+
+
+def log_commands(workdir: str | os.PathLike, stage: str | None, key: str | None, worker: str | None, commands: Any, *, ok: bool) -> None:
+    """Append executed CASA commands to ``casa_commands.log`` (as the CASA pipeline does)."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+    where = " ".join(p for p in (f"stage {stage!r}" if stage else "", f"item {key!r}" if key else "", f"on {worker}" if worker else "") if p)
+    note = "" if ok else " FAILED"
+    lines = "".join(f"# {when} {where}{note}\n{c}\n" if where else f"# {when}{note}\n{c}\n" for c in commands)
+    with open(Path(workdir) / COMMANDS_LOG, "a", encoding="utf-8") as fh:
+        fh.write(lines)
+
+
+# -- nested MPI -------------------------------------------------------------------------------
+
+
+@dataclass
+class MpiCall(Request):
+    """``fn(*args, **kwargs)`` on every rank of ``mpirun -n nprocs``; the result is the list
+    of the ranks' return values, rank 0 first. With items, the item is the first argument."""
+
+    fn: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    nprocs: int = 2
+    timeout: float | None = None
+    mpirun: str | None = None
+    extra_args: tuple[str, ...] = ()
+    kind = "mpi"
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise WorkError(f"mpirun needs a callable, got {type(self.fn).__name__}")
+        if not isinstance(self.nprocs, int) or isinstance(self.nprocs, bool) or self.nprocs < 1:
+            raise WorkError(f"nprocs must be an integer >= 1, got {self.nprocs!r}")
+
+    def bind(self, value: Any, key: str) -> MpiCall:
+        return replace(self, args=(value, *self.args))
+
+    def execute(self) -> list[Any]:
+        import cloudpickle
+
+        launcher = self.mpirun or shutil.which("mpirun") or shutil.which("mpiexec")
+        if not launcher:
+            raise MpiError(f"mpirun is not installed on {os.uname().nodename}; install OpenMPI (e.g. ci/mpi.sh install)")
+        folder = Path(tempfile.mkdtemp(prefix="pipejupyter-mpi-"))
+        try:
+            (folder / "payload.pkl").write_bytes(cloudpickle.dumps((self.fn, tuple(self.args), dict(self.kwargs))))
+            argv = [launcher, "-n", str(self.nprocs), *_launcher_flags(launcher), *self.extra_args,
+                    sys.executable, "-m", "pipejupyter.mpi_child", str(folder)]
+            rc, out, err = run_streaming(argv, env=mpi_child_environ(), cwd=os.getcwd(), timeout=self.timeout)
+            return _collect_ranks(folder, self.nprocs, rc, err or out)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def describe(self) -> str:
+        return f"mpirun -n {self.nprocs} {getattr(self.fn, '__qualname__', self.fn)!s}"
+
+    def fingerprint(self) -> str:
+        return digest("mpi", self.fn, self.args, self.kwargs, self.nprocs, self.extra_args)
+
+
+def mpirun(fn: Callable[..., Any], *args: Any, nprocs: int, timeout: float | None = None, **kwargs: Any) -> MpiCall:
+    """A request to run ``fn(*args, **kwargs)`` on ``nprocs`` MPI ranks; returns their results."""
+    return MpiCall(fn, args, kwargs, nprocs, timeout)
+
+
+def mpi_child_environ() -> dict[str, str]:
+    """This process's environment minus any MPI identity, plus what the children need."""
+    from .environment import submission_environ
+
+    env = submission_environ(policy="always")
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # OpenMPI refuses to run as root without these (workers in containers often are root).
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return env
+
+
+@functools.lru_cache(maxsize=4)
+def _launcher_flags(launcher: str) -> tuple[str, ...]:
+    try:
+        version = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    # Open MPI counts slots by cores and refuses more ranks than that without this flag.
+    return ("--oversubscribe",) if "Open MPI" in version or "OpenRTE" in version else ()
+
+
+def _collect_ranks(folder: Path, nprocs: int, rc: int, output: str) -> list[Any]:
+    import cloudpickle
+
+    results = []
+    for rank in range(nprocs):
+        path = folder / f"rank-{rank}.pkl"
+        if not path.exists():
+            tail = "\n  ".join(output.strip().splitlines()[-8:])
+            raise MpiError(f"MPI rank {rank} of {nprocs} returned nothing (mpirun exit status {rc}); output:\n  {tail}")
+        ok, value, error = cloudpickle.loads(path.read_bytes())
+        if not ok:
+            raise MpiError(f"MPI rank {rank} of {nprocs} failed:\n{error}")
+        results.append(value)
+    return results
