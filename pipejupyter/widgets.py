@@ -215,8 +215,10 @@ def widget_for(handle, **kwargs: Any) -> ClusterWidget:
     if widget is None or widget.closed or widget._gone():
         widget = ClusterWidget(handle, **kwargs)
         _cache[handle.id] = widget
-    elif not widget.live:
-        widget.refresh()
+        return widget
+    # Fresh state for this display's static copy (the periodic task may not have run yet).
+    widget.refresh()
+    if not widget.live:
         widget._start_polling()
     return widget
 
