@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
+import importlib.util
 import json
+import logging
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -18,6 +23,33 @@ from ..service import ClusterService, ServiceError, profile_list
 
 SERVICE = "pipejupyter_service"
 EXECUTOR = "pipejupyter_executor"
+#: optional libraries that must first be imported on the main thread (see below)
+MAIN_THREAD_MODULES = ("dask_jobqueue",)
+_imported_on_main_thread = False
+
+
+def import_on_main_thread() -> None:
+    """Import MAIN_THREAD_MODULES once, here on the event loop's (main) thread.
+
+    dask-jobqueue 0.9 installs a SIGINT handler when imported (dask_jobqueue/runner.py);
+    Python allows that only on the main thread, and our service calls run in worker
+    threads, where the import fails with ValueError. Importing it here costs one short
+    pause of the loop, once; the server's own Ctrl-C handler is put back afterwards.
+    """
+    global _imported_on_main_thread
+    if _imported_on_main_thread:
+        return
+    _imported_on_main_thread = True
+    for name in MAIN_THREAD_MODULES:
+        if name in sys.modules or importlib.util.find_spec(name) is None:
+            continue
+        handler = signal.getsignal(signal.SIGINT)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a broken optional install is reported when a profile needs it
+            logging.getLogger(__name__).warning("pipejupyter: importing %s failed: %s", name, exc)
+        finally:
+            signal.signal(signal.SIGINT, handler)
 
 
 class _Handler(APIHandler):
@@ -28,6 +60,7 @@ class _Handler(APIHandler):
     async def respond(self, status: int, call: Callable[..., Any], *args: Any) -> None:
         """Run a blocking service call in the extension's threads and answer with its result."""
         loop = asyncio.get_running_loop()
+        import_on_main_thread()
         try:
             result = await loop.run_in_executor(self.settings[EXECUTOR], functools.partial(call, *args))
         except ServiceError as exc:
