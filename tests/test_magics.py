@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from pipejupyter import discovery, magics_parser, manager
-from tests.conftest import PYTHON, ROOT, wait_until
+from tests.conftest import PYTHON, ROOT, require, wait_until
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -237,6 +238,14 @@ def test_profiles_config_env_dry_run(shell, isolated):
 
     dry = out(shell, "start --dry-run -n 5")
     assert "workers: 5" in dry and "s3cret-value" not in dry
+    assert not manager.clusters()
+
+
+def test_dry_run_of_a_batch_profile_shows_its_job_script(shell):
+    require(importlib.util.find_spec("dask_jobqueue") is not None, "dask-jobqueue (pip install 'pipejupyter[jobqueue]')")
+    dry = out(shell, "start slurm --dry-run -n 2 --set env.set.MY_API_TOKEN=abcdefgh")
+    assert "backend: slurm" in dry and "#SBATCH" in dry and "dask_worker" in dry
+    assert "abcdefgh" not in dry and "MY_API_TOKEN=********" in dry
     assert not manager.clusters()
 
 

@@ -12,6 +12,7 @@ from pipejupyter import html_views, manager, widgets
 from pipejupyter.models import cluster_model, worker_row
 from pipejupyter.widgets import ClusterWidget, widget_for
 from tests.conftest import wait_until
+from tests.slurm_support import jobs_under, slurm_clean  # noqa: F401 (fixture)
 
 EVIL = "<img src=x onerror=alert(1)>"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -204,3 +205,28 @@ def test_without_a_running_loop_the_widget_is_static():
     handle.stop()
     assert widget.refresh()["status"] == "stopped"
     widget.close()
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_clean", "no_leaks")
+def test_pending_slurm_jobs_show_their_job_ids_then_run(isolated):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.extension_manager.load_extension("pipejupyter")
+    handle = shell.run_line_magic(
+        "pipecluster", "start slurm -n 2 --no-wait --set cluster_kwargs.memory=1GiB --set cluster_kwargs.walltime=00:20:00"
+    )
+    widget = ClusterWidget(handle, live=False)
+    jobs = jobs_under(isolated)
+    assert len(jobs) == 2
+    first = widget.model
+    if first["workers"] < 2:  # jobs still queued or booting: rows say which job they wait for
+        pending = [r for r in widget.rows if r["status"] == "pending"]
+        assert {r["job_id"] for r in pending} <= set(jobs) and pending
+        assert all(f"pending (job {r['job_id']}: {r['job_state']})" in widget.table.value for r in pending)
+    assert wait_until(lambda: widget.refresh()["workers"] == 2, timeout=120)
+    assert {r["job_id"] for r in widget.rows} == set(jobs)
+    assert {r["status"] for r in widget.rows} == {"running"}
+    widget.stop()
+    assert widget.status == "stopped"
