@@ -1,0 +1,520 @@
+"""The gateway backend against a REAL dask-gateway-server (ci/gateway.sh), plus its config rules.
+
+Each test logs in as its own user (the test server accepts any name with its password),
+so "nothing left" can be checked on the gateway itself: no cluster of that user pending,
+running or stopping, and no process carrying the cluster's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import urllib.request
+import uuid
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+import pipejupyter
+from pipejupyter import discovery, manager
+from pipejupyter.errors import ClusterError, ConfigError, UnknownCluster
+from tests.conftest import PYTHON, ROOT, require, run_cli, wait_until
+
+ADDRESS_VAR = "PIPEJUPYTER_TEST_GATEWAY_ADDRESS"
+PASSWORD_VAR = "PIPEJUPYTER_TEST_GATEWAY_PASSWORD"
+# Spaces, both quotes, a dollar sign and a backslash: must reach workers exactly as written.
+ODD_VALUE = "a b 'single' \"double\" $HOME ${NOPE} back\\slash"
+
+
+def _healthy(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{address}/api/health", timeout=3) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _raw_gateway(address: str, user: str, password: str):
+    """The plain dask-gateway client, closed once (its __del__ would close it again and fail)."""
+    from dask_gateway import BasicAuth, Gateway
+
+    gateway = Gateway(address, auth=BasicAuth(user, password))
+    try:
+        yield gateway
+    finally:
+        gateway.close()
+        gateway.__dict__.pop("_loop_runner", None)
+
+
+class RealGateway:
+    def __init__(self, address: str, password: str, user: str) -> None:
+        self.address, self.password, self.user = address, password, user
+
+    def active(self) -> list[str]:
+        """Names of this user's clusters that are pending, running or stopping (raw client)."""
+        with _raw_gateway(self.address, self.user, self.password) as gateway:
+            return [r.name for r in gateway.list_clusters(status=["pending", "running", "stopping"])]
+
+    def stop_everything(self) -> None:
+        with _raw_gateway(self.address, self.user, self.password) as gateway:
+            for report in gateway.list_clusters():
+                gateway.stop_cluster(report.name)
+
+
+def cluster_processes(name: str) -> list[int]:
+    """Pids of gateway schedulers/workers of cluster ``name`` (the gateway sets this variable)."""
+    marker = f"DASK_GATEWAY_CLUSTER_NAME={name}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def bounded(fn, limit: float = 60.0) -> dict:
+    """Run ``fn`` in a thread; fail if it hangs. Returns {"value": ...} or {"error": exc}."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), f"still running after {limit:g} s: it hangs"
+    return box
+
+
+def write_config(path: Path, gw: RealGateway, **profile) -> Path:
+    body = {
+        "backend": "gateway",
+        "address": gw.address,
+        "auth": {"type": "basic", "username": gw.user, "password_env": PASSWORD_VAR},
+        "options": {"worker_cores": 1, "worker_memory": 0.5},
+        "wait_timeout": 120,
+        "workers": 1,
+        **profile,
+    }
+    path.write_text(yaml.safe_dump({"pipecluster": {"profiles": {"gw": body}}}, sort_keys=False))
+    return path
+
+
+def _loop_threads() -> int:
+    # distributed's LoopRunner names the thread of every event loop it starts "IO loop".
+    return sum(t.name == "IO loop" for t in threading.enumerate())
+
+
+@pytest.fixture
+def gw(isolated):
+    address = os.environ.get(ADDRESS_VAR, "")
+    password = os.environ.get(PASSWORD_VAR, "")
+    require(bool(address and password) and _healthy(address), "dask-gateway-server from ci/gateway.sh (. .ci-state/gateway/env.sh)")
+    gateway = RealGateway(address, password, f"pjtest-{uuid.uuid4().hex[:10]}")
+    write_config(isolated / "work" / "config.yaml", gateway)
+    loops_before = _loop_threads()
+    yield gateway
+    manager.stop_all(timeout=30)
+    left = wait_until(lambda: not gateway.active(), timeout=30) or gateway.active()
+    if left is not True:
+        gateway.stop_everything()
+        pytest.fail(f"gateway clusters left running: {left}")
+    # Every gateway client's and Client's loop thread is gone again (none deadlocked or leaked).
+    assert wait_until(lambda: _loop_threads() <= loops_before, timeout=20), threading.enumerate()
+
+
+# -- a real gateway cluster, end to end ---------------------------------------------------
+
+
+@pytest.mark.gateway
+@pytest.mark.usefixtures("no_leaks")
+def test_create_scale_tasks_environment_list_connect_stop(gw, isolated):
+    write_config(
+        isolated / "work" / "config.yaml",
+        gw,
+        options={"worker_cores": 2, "worker_memory": 0.5},
+        env={"set": {"PJ_ODD": ODD_VALUE}},
+        workers=2,
+    )
+    handle = pipejupyter.start("gw", timeout=120)
+    name = handle.backend.cluster_name
+    try:
+        assert handle.status == "running"
+        assert gw.active() == [name]
+        # Builtins only: gateway workers cannot import this test module.
+        assert handle.client.gather(handle.client.map(abs, range(-10, 10))) == [abs(i) for i in range(-10, 10)]
+
+        model = handle.model()
+        assert model["backend"] == "gateway" and model["workers"] == 2
+        # The options reached the gateway: 2 threads and 0.5 GiB per worker.
+        assert [w["threads"] for w in model["worker_info"]] == [2, 2]
+        assert {w["memory_limit"] for w in model["worker_info"]} == {2**29}
+        assert model["scheduler_address"] == f"gateway://{gw.address.split('://')[1]}/{name}"
+        # The dashboard goes through the gateway's proxy, and answers there.
+        assert model["dashboard_link"] == f"{gw.address}/clusters/{name}/status"
+        with urllib.request.urlopen(model["dashboard_link"], timeout=10) as page:
+            assert page.status == 200
+
+        # Environment passthrough through the server's `environment` option, exactly.
+        # (Lambdas travel by value; a module-level function of this file would not import there.)
+        assert set(handle.client.run(lambda: os.environ.get("PJ_ODD")).values()) == {ODD_VALUE}
+        # The gateway password is matched by the PIPEJUPYTER_* pattern but never sent.
+        assert all(gw.password not in env for env in handle.client.run(lambda: list(os.environ.values())).values())
+
+        # `list` shows it once, beside a local cluster of this process.
+        local = pipejupyter.start("local", workers=1, timeout=60)
+        listed = manager.list_clusters()
+        assert sorted(r["backend"] for r in listed) == ["gateway", "local"]
+        assert [r["name"] for r in listed if r["backend"] == "gateway"] == [handle.name]
+        local.stop()
+
+        # A second process connects by gateway://NAME and by the discovery id, and sees workers.
+        out = _second_process([f"gateway://{name}", handle.id], isolated)
+        for seen in out:
+            assert seen["workers"] == 2 and seen["result"] == 6 and seen["backend"] == "gateway"
+            assert seen["scale_error"].startswith("cannot scale")
+        # Listed there once (its discovery record and the gateway's report are one cluster).
+        assert out[0]["listed"] == [{"backend": "gateway", "id": handle.id}]
+        assert out[0]["also_listed"] == []  # once connected, only as the connected handle
+        # Disconnecting there left the cluster running here.
+        assert handle.model()["workers"] == 2 and gw.active() == [name]
+
+        handle.adapt(1, 2)
+        assert handle.model()["adapt"] == {"minimum": 1, "maximum": 2}
+    finally:
+        handle.stop()
+    assert handle.status == "stopped" and handle.error is None
+    # stop() returns once the gateway says the cluster is stopped: its processes are gone.
+    assert gw.active() == []
+    assert wait_until(lambda: not cluster_processes(name), timeout=10), cluster_processes(name)
+    assert not discovery.read_all()
+
+
+def _second_process(targets: list[str], isolated: Path) -> list[dict]:
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import pipejupyter
+        from pipejupyter import manager
+        from pipejupyter.errors import NotOwned
+        listed = [{"backend": r["backend"], "id": r["id"]} for r in manager.list_clusters()]
+        out = []
+        for target in sys.argv[1:]:
+            handle = pipejupyter.connect(target)
+            model = handle.model()
+            seen = {"workers": model["workers"], "backend": model["backend"],
+                    "result": handle.client.submit(sum, [1, 2, 3]).result(), "listed": listed,
+                    "also_listed": [r["id"] for r in manager.list_clusters() if r["id"] != handle.id]}
+            try:
+                handle.scale(3)
+            except NotOwned as exc:
+                seen["scale_error"] = str(exc)
+            handle.stop()
+            out.append(seen)
+        print(json.dumps(out))
+        """
+    )
+    proc = subprocess.run(
+        [PYTHON, "-c", script, *targets],
+        capture_output=True,
+        text=True,
+        cwd=isolated / "work",
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.gateway
+def test_cluster_made_elsewhere_is_listed_connected_and_stopped_by_the_cli(gw, isolated):
+    # A cluster created with the plain dask-gateway client, not by pipejupyter.
+    with _raw_gateway(gw.address, gw.user, gw.password) as gateway:
+        name = gateway.submit()
+    assert wait_until(lambda: any(r["id"] == name and r["status"] == "running" for r in manager.list_clusters()), timeout=60)
+    record = next(r for r in manager.list_clusters() if r["id"] == name)
+    assert record["backend"] == "gateway" and record["profile"] == "gw"
+    assert record["dashboard_link"] == f"{gw.address}/clusters/{name}/status"
+
+    handle = pipejupyter.connect(name)  # the listed id connects
+    assert handle.backend_label == "gateway" and handle.model()["status"] == "running"
+    handle.stop()  # only disconnects: not ours
+    assert gw.active() == [name]
+
+    proc = run_cli("stop", name, cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert gw.active() == []
+    assert wait_until(lambda: not cluster_processes(name), timeout=10)
+
+
+# -- errors: clear, bounded, nothing left -----------------------------------------------
+
+
+@pytest.mark.gateway
+def test_wrong_password_is_a_clear_error_and_leaves_nothing(gw, monkeypatch):
+    monkeypatch.setenv("PJ_WRONG_PASSWORD", "wrong-password-7f3a")
+    box = bounded(lambda: pipejupyter.start("gw", overrides=["auth.password_env=PJ_WRONG_PASSWORD"]))
+    error = box.get("error")
+    assert isinstance(error, ClusterError), box
+    assert "rejected the credentials" in str(error) and "401" in str(error) and gw.user in str(error)
+    assert "wrong-password-7f3a" not in str(error)
+    assert gw.active() == [] and manager.clusters() == []
+
+
+@pytest.mark.gateway
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("options.worker_cores=99", "options.worker_cores: the gateway at {address} refuses 99"),
+        ("options.foo=1", "has no cluster option 'foo'"),
+        ("options.worker_memry=1", "did you mean 'worker_memory'?"),
+    ],
+)
+def test_bad_option_is_refused_before_anything_is_created(gw, override, expected):
+    box = bounded(lambda: pipejupyter.start("gw", overrides=[override]))
+    error = box.get("error")
+    assert isinstance(error, ConfigError), box
+    assert expected.format(address=gw.address) in str(error)
+    # The error names what this server accepts.
+    assert "worker_cores (integer 1..2, default 1)" in str(error)
+    if "foo" in override:
+        assert "worker_memory (number 0.25..4, default 1.0); environment (mapping)" in str(error)
+    assert gw.active() == [] and manager.clusters() == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.usefixtures("isolated")
+def test_unreachable_gateway_is_a_clear_error(isolated, monkeypatch):
+    monkeypatch.setenv(PASSWORD_VAR, "any-password")
+    gateway = RealGateway(f"http://127.0.0.1:{_free_port()}", "any-password", "nobody")
+    write_config(isolated / "work" / "config.yaml", gateway)
+    box = bounded(lambda: pipejupyter.start("gw"), limit=30)
+    error = box.get("error")
+    assert isinstance(error, ClusterError), box
+    assert f"cannot reach the gateway at {gateway.address}" in str(error)
+    assert manager.clusters() == []
+
+
+@pytest.mark.usefixtures("isolated")
+def test_gateway_that_never_answers_times_out(isolated, monkeypatch):
+    monkeypatch.setenv(PASSWORD_VAR, "any-password")
+    # Accepts connections (the kernel's backlog) and never answers: a hung gateway.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        gateway = RealGateway(f"http://127.0.0.1:{silent.getsockname()[1]}", "any-password", "nobody")
+        write_config(isolated / "work" / "config.yaml", gateway, request_timeout=1)
+        box = bounded(lambda: pipejupyter.start("gw"), limit=30)
+    error = box.get("error")
+    assert isinstance(error, ClusterError), box
+    assert "did not answer within 1 s" in str(error)
+    assert manager.clusters() == []
+
+
+@pytest.mark.gateway
+def test_connect_to_unknown_gateway_cluster(gw):
+    box = bounded(lambda: pipejupyter.connect("gateway://nosuch"), limit=30)
+    error = box.get("error")
+    assert isinstance(error, UnknownCluster), box
+    assert "no gateway cluster 'nosuch'" in str(error) and gw.address in str(error)
+
+
+def test_password_variable_not_set_fails_before_any_request(isolated, monkeypatch):
+    monkeypatch.delenv("PJ_UNSET_PASSWORD", raising=False)
+    gateway = RealGateway(f"http://127.0.0.1:{_free_port()}", "", "nobody")
+    write_config(isolated / "work" / "config.yaml", gateway, auth={"type": "basic", "password_env": "PJ_UNSET_PASSWORD"})
+    with pytest.raises(ConfigError, match="environment variable 'PJ_UNSET_PASSWORD', which is not set"):
+        pipejupyter.start("gw")
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.mark.gateway
+def test_password_never_shown(gw, isolated):
+    """A password written in the file (the worst case) appears in no output at all."""
+    assert len(gw.password) >= 8, "the test needs a password that cannot occur by chance"
+    write_config(isolated / "work" / "config.yaml", gw, auth={"type": "basic", "username": gw.user, "password": gw.password})
+    collect = _Collect()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(collect)
+    root.setLevel(logging.DEBUG)
+    shown: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shown.append(pipejupyter.dry_run("gw"))
+            handle = pipejupyter.start("gw", timeout=120)
+            try:
+                shown += [
+                    json.dumps(handle.model()),
+                    json.dumps(handle.record()),
+                    repr(handle),
+                    repr(handle.backend),
+                    json.dumps(manager.list_clusters(), default=str),
+                    json.dumps(handle.logs(scheduler=True, lines=200)),
+                    *(p.read_text() for p in (isolated / "runtime").glob("*.json")),
+                ]
+            finally:
+                handle.stop()
+            # Failing starts with the literal password: the error texts are clean too.
+            for override in (f"address=http://127.0.0.1:{_free_port()}", "options.worker_cores=99"):
+                box = bounded(lambda o=override: pipejupyter.start("gw", overrides=[o]))
+                assert isinstance(box.get("error"), (ClusterError, ConfigError)), box
+                shown.append(str(box["error"]))
+        shown += [str(w.message) for w in caught]
+    finally:
+        root.removeHandler(collect)
+        root.setLevel(old_level)
+    cli = run_cli("config", "--profile", "gw", "--origin", cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
+    dry = run_cli("dry-run", "gw", cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
+    shown += [cli.stdout, cli.stderr, dry.stdout, dry.stderr, *collect.lines]
+    assert cli.returncode == 0 and dry.returncode == 0
+    assert "password: '********'" in shown[0] and "password: '********'" in cli.stdout
+    leaks = [text[:200] for text in shown if gw.password in text]
+    assert not leaks
+
+
+# -- resolving (no server needed) ---------------------------------------------------------
+
+
+def _resolve(isolated: Path, body: dict, name: str = "gw"):
+    from pipejupyter.config import load_config
+
+    path = isolated / "work" / "extra.yaml"
+    path.write_text(yaml.safe_dump({"pipecluster": {"profiles": {name: body}}}))
+    return load_config(path).resolve(name)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"backend": "gateway", "address": "http://g", "auth": {"type": "ldap"}}, "unknown auth type 'ldap'; accepted: basic, kerberos, jupyterhub"),
+        (
+            {"backend": "gateway", "address": "http://g", "auth": {"password": "x", "password_env": "Y"}},
+            "give either password or password_env, not both",
+        ),
+        ({"backend": "gateway"}, "a gateway profile needs an address"),
+        ({"backend": "gateway", "adress": "http://g"}, "unknown key 'adress' (did you mean 'address'?)"),
+        ({"backend": "gateway", "address": "http://g", "proxy_address": [1]}, "expected an address or a port number"),
+        ({"backend": "gateway", "address": "http://g", "auth": {"type": "basic", "pasword": "x"}}, "did you mean 'password'?"),
+    ],
+)
+def test_profile_errors(isolated, body, message):
+    with pytest.raises(ConfigError) as info:
+        _resolve(isolated, body)
+    assert message in str(info.value)
+    assert "extra.yaml" in str(info.value)
+
+
+def test_gateway_cluster_class_file_is_translated(isolated):
+    from pipejupyter.config import load_config
+
+    path = isolated / "work" / "gateway.yaml"
+    path.write_text(
+        "cluster_class: dask_gateway.GatewayCluster\n"
+        "cluster_kwargs:\n  address: http://g:8000\n  auth: jupyterhub\n  worker_cores: 2\n  shutdown_on_close: false\n"
+    )
+    spec = load_config(path).resolve("gateway")
+    assert spec.backend == "gateway" and spec.cluster_kwargs == {}
+    assert spec.options == {"address": "http://g:8000", "auth": {"type": "jupyterhub"}, "options": {"worker_cores": 2}}
+    assert any("gateway cluster options" in n for n in spec.notes)
+
+
+def test_environment_without_a_gateway_option_warns_with_names():
+    from dask_gateway.options import Options
+
+    from pipejupyter.backends.gateway_options import fill_options
+
+    # The server's option spec as GET /api/v1/options sends it, without an environment field.
+    spec = [{"field": "worker_cores", "label": "cores", "default": 1, "spec": {"type": "int", "min": 1, "max": 4}}]
+    submit, problems = fill_options(Options._from_spec(spec), {}, {"PJ_A": "1", "PJ_B": "2"}, address="http://g", key="options")
+    assert submit == {"worker_cores": 1}
+    assert problems == [
+        "the gateway at http://g has no environment option (its options: worker_cores), "
+        "so these variables do not reach its workers: PJ_A, PJ_B"
+    ]
+    # With one (named env here), variables go through it; the profile's own values win.
+    spec.append({"field": "env", "label": "env", "default": {}, "spec": {"type": "mapping"}})
+    submit, problems = fill_options(
+        Options._from_spec(spec), {"env": {"PJ_B": "mine"}}, {"PJ_A": "1", "PJ_B": "2"}, address="http://g", key="options"
+    )
+    assert submit["env"] == {"PJ_A": "1", "PJ_B": "mine"} and problems == []
+
+
+def test_remote_environment_keeps_machine_paths_and_pattern_secrets_here():
+    from pipejupyter.backends.remote_env import remote_environment
+    from pipejupyter.environment import worker_environment
+
+    environ = {"PATH": "/here/bin", "PJ_TOKEN": "t0ken-value", "PJ_PLAIN": "x", "OMPI_COMM_WORLD_RANK": "0", "EXACT_KEY": "k3y-value"}
+    env = worker_environment({"pass": ["PATH", "PJ_*", "OMPI_*", "EXACT_KEY"], "set": {"SET_TOKEN": "s"}}, environ=environ)
+    send, notes = remote_environment(env, ["PATH", "PJ_*", "OMPI_*", "EXACT_KEY"], "gateway")
+    assert send == {"PJ_PLAIN": "x", "EXACT_KEY": "k3y-value", "SET_TOKEN": "s"}
+    assert "PATH" in notes[0] and "PJ_TOKEN" in notes[1]
+    assert not any("t0ken-value" in n for n in notes)
+
+
+@pytest.mark.gateway
+@pytest.mark.notebook
+def test_gateway_notebook_runs(gw, isolated):
+    """notebooks/03-gateway.ipynb, executed in a real kernel against the real gateway."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(ROOT / "notebooks" / "03-gateway.ipynb", as_version=4)
+    env_before = dict(os.environ)
+    os.environ["PIPEJUPYTER_GATEWAY_USER"] = gw.user  # the notebook's user, so leftovers are checked
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    try:
+        client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(isolated / "work")}})
+        bounded(client.execute, limit=600)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors
+    text = "\n".join(
+        o.get("text", "") + json.dumps(o.get("data", {}))
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+    assert gw.password not in text
+    assert "workers: 2" in text and "stopped" in text
+    assert gw.active() == []
+
+
+def test_import_does_not_load_dask_gateway():
+    code = "import sys, pipejupyter.backends.gateway, pipejupyter.backends.kubernetes; print('dask_gateway' in sys.modules, 'dask_kubernetes' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.split() == ["False", "False"], out.stderr
