@@ -6,7 +6,8 @@ DaskCluster resource is readable by anyone with access to the namespace). So two
 of variables that a glob in ``env.pass`` copied from this process stay here, each named
 in a note so nothing is dropped silently:
 
-- paths of this machine (PATH, LD_LIBRARY_PATH, ...), which would break the remote image;
+- paths and identity of this machine (PATH, HOME, USER, ...), which would break or
+  mislead the remote image;
 - variables whose names look secret (…TOKEN, …PASSWORD), unless named exactly in
   ``env.pass`` or set in ``env.set``.
 
@@ -20,7 +21,10 @@ from collections.abc import Iterable
 
 from ..environment import WorkerEnvironment, is_secret
 
-MACHINE_LOCAL = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX")
+MACHINE_LOCAL = (
+    "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX",
+    "HOME", "PWD", "OLDPWD", "TMPDIR", "SHELL", "HOSTNAME", "USER", "LOGNAME", "_",
+)
 GLOB_CHARS = set("*?[")
 
 
@@ -41,7 +45,7 @@ def remote_environment(env: WorkerEnvironment, patterns: Iterable[str], where: s
     notes = []
     if local:
         notes.append(
-            f"not sent to {where} workers (paths of this machine): {', '.join(sorted(local))}; "
+            f"not sent to {where} workers (paths and identity of this machine): {', '.join(sorted(local))}; "
             "set a value under env.set to send one"
         )
     if secret:
