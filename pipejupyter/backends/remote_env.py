@@ -3,13 +3,13 @@
 Remote workers run on other machines, and what we send is stored server-side (the
 gateway keeps cluster options in its database and shows them in cluster reports; a
 DaskCluster resource is readable by anyone with access to the namespace). So two kinds
-of variables that a glob in ``env.pass`` copied from this process stay here, each named
-in a note so nothing is dropped silently:
+of variables that ``env.pass`` copied from this process stay here, each named in a note
+so nothing is dropped silently:
 
 - paths and identity of this machine (PATH, HOME, USER, ...), which would break or
-  mislead the remote image;
-- variables whose names look secret (…TOKEN, …PASSWORD), unless named exactly in
-  ``env.pass`` or set in ``env.set``.
+  mislead the remote image (``env.set`` sends a value chosen for the remote side);
+- variables whose names look secret (…TOKEN, …PASSWORD) matched only by a glob; naming
+  one exactly in ``env.pass``, or setting it in ``env.set``, sends it.
 
 Values are sent exactly as written: no shell runs between us and a remote worker, so a
 ``$VAR`` in ``env.set`` arrives as those characters.
