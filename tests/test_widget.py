@@ -212,11 +212,15 @@ def test_without_a_running_loop_the_widget_is_static():
 def test_pending_slurm_jobs_show_their_job_ids_then_run(isolated):
     from IPython.core.interactiveshell import InteractiveShell
 
+    kind = manager.OWNER_KIND
     shell = InteractiveShell.instance()
     shell.extension_manager.load_extension("pipejupyter")
-    handle = shell.run_line_magic(
-        "pipecluster", "start slurm -n 2 --no-wait --set cluster_kwargs.memory=1GiB --set cluster_kwargs.walltime=00:20:00"
-    )
+    try:
+        handle = shell.run_line_magic(
+            "pipecluster", "start slurm -n 2 --no-wait --set cluster_kwargs.memory=1GiB --set cluster_kwargs.walltime=00:20:00"
+        )
+    finally:
+        manager.set_owner_kind(kind)
     widget = ClusterWidget(handle, live=False)
     jobs = jobs_under(isolated)
     assert len(jobs) == 2
