@@ -86,7 +86,8 @@ class CasaTask(Request):
     def bind(self, value: Any, key: str) -> CasaTask:
         if isinstance(value, Mapping):
             return replace(self, kwargs={**self.kwargs, **value})
-        return replace(self, kwargs={**self.kwargs, self.item_arg: os.fspath(value) if isinstance(value, os.PathLike) else value})
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
+        return replace(self, kwargs={self.item_arg: value, **{k: v for k, v in self.kwargs.items() if k != self.item_arg}})
 
     @property
     def command(self) -> str:
@@ -94,6 +95,8 @@ class CasaTask(Request):
 
     def execute(self) -> CasaResult:
         item = capture.current()
+        if item is not None:  # logged before it runs: a failed call is part of the record too
+            item.commands.append(self.command)
         if self.mpi:
             ranks = MpiCall(_casa_on_rank, (self.task, self.kwargs), {}, nprocs=self.mpi).execute()
             result = ranks[0]
@@ -103,8 +106,6 @@ class CasaTask(Request):
                     item.write(line + "\n", "casa")
         else:
             result = run_casa_task(self.task, self.kwargs)
-        if item is not None:
-            item.commands.append(result.command)
         return result
 
     def run(self) -> CasaResult:

@@ -68,7 +68,10 @@ def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
         if create:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: atomic, survives a killed process
-            conn.executescript(SCHEMA)
+            conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")  # readers see all tables or none
+        elif conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone() is None:
+            conn.close()
+            raise ContextError(f"no stage context at {path} yet: no stage has run in {path.parent.parent}")
     except sqlite3.DatabaseError as exc:
         raise ContextError(f"{path} is not a usable stage context database: {exc}") from None
     return conn

@@ -1,6 +1,6 @@
 """The notebook side of one stage run: submit batches, follow events, record every item.
 
-The loop runs in the calling thread. Dask's callbacks (a batch finished, a worker event)
+Imported only when a stage runs (it needs distributed). The loop runs in the calling thread. Dask's callbacks (a batch finished, a worker event)
 only put messages on a queue; this thread handles them, so the reporter (and anything it
 prints) runs where the notebook cell runs, and the context store has a single writer.
 """
@@ -17,6 +17,8 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from .batching import BatchPlanner
 from .context import ContextStore
@@ -45,7 +47,7 @@ def _load_work(blob: bytes) -> Work:
     return cloudpickle.loads(blob)
 
 
-class _SlotsPlugin:
+class _SlotsPlugin(WorkerPlugin):
     """Gives every worker (present and future) ``amount`` units of a resource, so tasks
     asking for one unit run at most ``amount`` at a time per worker."""
 

@@ -42,21 +42,24 @@ def _is_local(addresses: Iterable[str]) -> bool:
 def host_restrictions(hosts: Iterable[str], workers: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
     """For each host name of a mapfile, the worker hosts (as Dask knows them) it means.
 
-    A name matches workers whose host is that name or one of its addresses, or whose
-    worker name is that name. This machine's own name (or any loopback name) also matches
-    workers listening on loopback, since local clusters bind 127.0.0.1.
+    An IP address matches workers on exactly that address. A name matches workers on the
+    addresses it resolves to, or whose worker name it is; this machine's own name also
+    matches workers listening on loopback (local clusters bind 127.0.0.1).
     Restrictions are by host, not worker address, so a restarted worker still qualifies.
     """
     worker_hosts = {str(w.get("host")): str(w.get("name", "")) for w in workers.values() if w.get("host")}
-    this_machine = _addresses(socket.gethostname()) | {socket.gethostname(), socket.getfqdn(), "localhost"}
+    own_names = {socket.gethostname(), socket.getfqdn()}
     out: dict[str, tuple[str, ...]] = {}
     missing = []
     for host in hosts:
-        names = _addresses(host)
-        local = _is_local(names) or bool(names & this_machine)
+        if _is_ip(host):
+            names, this_machine = {host}, False
+        else:
+            names = _addresses(host)
+            this_machine = host in own_names
         matched = sorted(
             wh for wh, wname in worker_hosts.items()
-            if wh in names or wname == host or (local and _is_local([wh]))
+            if wh in names or wname == host or (this_machine and _is_local([wh]))
         )
         if matched:
             out[host] = tuple(matched)
@@ -69,6 +72,14 @@ def host_restrictions(hosts: Iterable[str], workers: Mapping[str, Mapping[str, A
             f"worker hosts: {known}"
         )
     return out
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_resources(needed: Mapping[str, float], workers: Mapping[str, Mapping[str, Any]]) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import PipejupyterError
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Interrupt|Exit|Warning|Worker)\b.*?:")
 
 
 class ItemFailure:
@@ -19,7 +22,11 @@ class ItemFailure:
 
     @property
     def message(self) -> str:
+        """The last ``SomeError: text`` line of the traceback (CASA errors span lines)."""
         lines = [line for line in self.error.strip().splitlines() if line.strip()]
+        for line in reversed(lines):
+            if _EXCEPTION_LINE.match(line):
+                return line
         return lines[-1] if lines else "failed"
 
     def __bool__(self) -> bool:

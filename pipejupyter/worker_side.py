@@ -110,16 +110,16 @@ def run_batch(work: Work | PackedWork, entries: Entries | Sequence[tuple[int, st
 
         send({"kind": "start", "batch": meta.batch, "worker": address, "pid": os.getpid()})
     capture.install()
-    outcomes = [_run_one(work, index, key, value, meta.has_item, send) for index, key, value in entries]
+    outcomes = [_run_one(work, index, key, value, meta.has_item, send, meta.batch) for index, key, value in entries]
     return address, os.getpid(), outcomes
 
 
-def _run_one(work: Work, index: int, key: str, value: Any, has_item: bool, send: Any) -> Outcome:
+def _run_one(work: Work, index: int, key: str, value: Any, has_item: bool, send: Any, batch: int = 0) -> Outcome:
     emit = None
     if send is not None:
 
         def emit(text: str, stream: str) -> None:
-            send({"kind": "output", "index": index, "text": text, "stream": stream})
+            send({"kind": "output", "batch": batch, "index": index, "text": text, "stream": stream})
 
     item = capture.ItemCapture(emit)
     started = time.time()
