@@ -484,33 +484,47 @@ def test_remote_environment_keeps_machine_paths_and_pattern_secrets_here():
     assert not any("t0ken-value" in n for n in notes)
 
 
+def _text(cell) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "stream":
+            parts.append(output["text"])
+        elif output["output_type"] in ("execute_result", "display_data"):
+            parts.append(output["data"].get("text/plain", ""))
+    return "".join(parts)
+
+
 @pytest.mark.gateway
 @pytest.mark.notebook
-def test_gateway_notebook_runs(gw, isolated):
+def test_gateway_notebook_runs(gw, isolated, monkeypatch):
     """notebooks/03-gateway.ipynb, executed in a real kernel against the real gateway."""
     import nbformat
     from nbclient import NotebookClient
 
+    monkeypatch.setenv("PIPEJUPYTER_GATEWAY_USER", gw.user)  # so the fixture checks what it left
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     notebook = nbformat.read(ROOT / "notebooks" / "03-gateway.ipynb", as_version=4)
-    env_before = dict(os.environ)
-    os.environ["PIPEJUPYTER_GATEWAY_USER"] = gw.user  # the notebook's user, so leftovers are checked
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    try:
-        client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(isolated / "work")}})
-        bounded(client.execute, limit=600)
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors, errors
-    text = "\n".join(
-        o.get("text", "") + json.dumps(o.get("data", {}))
-        for c in notebook.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-    )
-    assert gw.password not in text
-    assert "workers: 2" in text and "stopped" in text
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(isolated / "work")}})
+    box = bounded(client.execute, limit=600)
+    assert "error" not in box, box.get("error")
+    code = {c.source.splitlines()[0]: c for c in notebook.cells if c.cell_type == "code"}
+    for cell in code.values():
+        assert not [o for o in cell.outputs if o["output_type"] == "error" or o.get("name") == "stderr"], cell.source
+
+    config_text = _text(code["import os"])
+    assert "password_env: PIPEJUPYTER_TEST_GATEWAY_PASSWORD" in config_text and gw.password not in config_text
+    dry = _text(code["%pipecluster start gateway --dry-run"])
+    assert "PIPELINE_STAGE: calibrate 'field 3' $RUN" in dry and "# note: not sent to gateway workers" in dry
+    assert "refused: " in _text(code["import pipejupyter"]) and "worker_cores (integer 1..2" in _text(code["import pipejupyter"])
+    assert _text(code["cluster = %pipecluster start gateway -n 2"]).startswith("started gateway (gateway, id ")
+    work = _text(code["from distributed import default_client"])
+    assert "workers: 2\n" in work and "squares: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in work
+    assert "PIPELINE_STAGE on the workers: {\"calibrate 'field 3' $RUN\"}" in work
+    assert f"{gw.address}/clusters/" in _text(code["%pipecluster dashboard"])
+    assert " gateway " in _text(code["%pipecluster list"])
+    assert _text(code["%pipecluster stop"]).endswith("status: stopped\ngateway clusters still running: []\n")
+    everything = "".join(_text(c) + json.dumps([o.get("data", {}) for o in c.outputs]) for c in code.values())
+    assert gw.password not in everything
     assert gw.active() == []
 
 

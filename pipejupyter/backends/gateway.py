@@ -160,7 +160,7 @@ class GatewayBackend(Backend):
         shown.pop("notes", None)
         text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
         text += "# gateway: options are checked against the server's option spec when the cluster starts\n"
-        text += f"# gateway: sent through its environment option: {', '.join(sorted(send)) or 'nothing'}\n"
+        text += f"# gateway: sent through the server's environment option: {', '.join(sorted(send)) or 'nothing'}\n"
         text += "".join(f"# note: {n}\n" for n in [*self.spec.notes, *notes])
         return self.safe(text)
 

@@ -83,8 +83,11 @@ def fill_options(
         except (ValueError, TypeError) as exc:
             # A mapping may hold secrets: name its type, never its content.
             shown = type(value).__name__ if isinstance(value, Mapping) or type(field).__name__ == "Mapping" else repr(value)
+            reason = str(exc)
+            if isinstance(exc, ValueError) and (getattr(field, "min", None) is not None or getattr(field, "max", None) is not None):
+                reason = "out of range"  # dask-gateway's own text prints bounds as 2.000000
             raise ConfigError(
-                f"the gateway at {address} refuses {shown} ({exc})",
+                f"the gateway at {address} refuses {shown} ({reason})",
                 key=f"{key}.{name}",
                 source=source_of(name),
                 accepted=describe_field(field, defaults[name]),
