@@ -134,11 +134,10 @@ def stop(args: argparse.Namespace, shell: Any):
     return None
 
 
-@subcommand("use", "make a cluster's Client the default for plain Dask code")
+@subcommand("use", "make a cluster the current one: its Client is the default for plain Dask code")
 @arg("name", metavar="NAME", complete=CLUSTER, help="cluster name or id")
 def use(args: argparse.Namespace, shell: Any):
-    handle = manager.get(args.name)
-    manager.connect(handle.id)  # an own cluster: only sets its client as the default
+    handle = manager.use(args.name)
     print(f"the default Dask client is now {handle.name}'s ({handle.scheduler_address})")
 
 

@@ -506,6 +506,18 @@ def get(key: str | None = None) -> ClusterHandle:
     raise UnknownCluster(f"no cluster {key!r} in this process; clusters: {names}")
 
 
+def use(key: str) -> ClusterHandle:
+    """Make cluster ``key`` of this process the current one: its Client becomes Dask's
+    default, and calls without a key (``get()``, ``%pipecluster scale N``) act on it."""
+    handle = get(key)
+    if handle.client is None or handle.status in (ClusterStatus.STOPPED, ClusterStatus.STOPPING, ClusterStatus.FAILED):
+        raise ClusterError(f"cannot use {handle.name!r}: it is {handle.status}")
+    with _lock:  # the registry is ordered: the last live handle is the current one
+        _registry[handle.id] = _registry.pop(handle.id)
+    _set_default_client(handle.client)
+    return handle
+
+
 def clusters() -> list[ClusterHandle]:
     """Handles started or connected by this process, oldest first."""
     with _lock:

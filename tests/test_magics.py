@@ -312,6 +312,9 @@ def test_lifecycle_through_every_subcommand(shell):
     assert distributed.default_client() is second.client
     assert out(shell, "use first").startswith("the default Dask client is now first's")
     assert distributed.default_client() is handle.client
+    assert manager.get() is handle  # commands without NAME now act on it
+    (link,) = run(shell, "dashboard")[1].outputs
+    assert link.data["text/plain"].startswith("first dashboard:")
     assert set(shell.Completer.complete(line_buffer="%pipecluster stop ", cursor_pos=18)[1]) == {"first", "second"}
 
     assert out(shell, "stop second") == "stopped second\n"
