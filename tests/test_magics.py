@@ -342,14 +342,18 @@ def test_assignment_and_display_of_the_returned_handle(shell):
 
 
 @pytest.mark.usefixtures("no_leaks")
-def test_start_inside_an_mpi_launch_says_what_it_sanitized(shell, monkeypatch):
+def test_start_in_an_mpi_launch_inside_a_slurm_allocation_says_what_it_sanitized(shell, monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
     monkeypatch.setenv("OMPI_MCA_ess", "pmi")
-    handle, cap = run(shell, "start -n 1")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    handle, cap = run(shell, "start")  # nothing to say: the local default is SLURM_NTASKS workers
     lines = cap.stdout.splitlines()
+    assert len(lines) == 2 and ": 1 worker at " in lines[0]
     assert lines[1] == (
-        "environment: removed 3 MPI launch variables (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_MCA_ess)"
+        "environment: removed 3 MPI launch variables (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_MCA_ess); "
+        "removed 2 variables of the enclosing SLURM job from submissions (SLURM_JOB_ID, SLURM_NTASKS)"
     )
     assert handle.client.run(_mpi_names) == {w: [] for w in handle.client.scheduler_info()["workers"]}
     assert os.environ["OMPI_COMM_WORLD_SIZE"] == "2"  # the kernel's own environment is intact
