@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from html import escape
 from typing import Any
 
@@ -48,6 +49,9 @@ class ClusterWidget:
         self.rpc_timeout = rpc_timeout
         self._closed = False
         self._task: asyncio.Task | None = None
+        # A fetch runs in a worker thread while the loop handles button clicks: the lock
+        # keeps a click (stop!) from changing the cluster under a model read in flight.
+        self._busy = threading.Lock()
         self.model: dict[str, Any] = self._fetch()
         self.header = w.HTML()
         self.table = w.HTML()
@@ -96,7 +100,8 @@ class ClusterWidget:
 
     def _fetch(self) -> dict[str, Any]:
         try:
-            return self.handle.model(timeout=self.rpc_timeout)
+            with self._busy:
+                return self.handle.model(timeout=self.rpc_timeout)
         except Exception as exc:  # model() reports a lost scheduler itself; this is a last resort
             logger.debug("cluster model failed: %s", exc)
             previous = getattr(self, "model", None) or {}
@@ -124,7 +129,8 @@ class ClusterWidget:
     # -- controls ---------------------------------------------------------------------
     def _act(self, action, done: str) -> bool:
         try:
-            action()
+            with self._busy:  # waits at most one model RPC (rpc_timeout)
+                action()
         except PipejupyterError as exc:
             self.message.value = f'<span style="color:#c62828">{escape(str(exc))}</span>'
             return False
