@@ -131,8 +131,9 @@ class ClusterWidget:
         try:
             with self._busy:  # waits at most one model RPC (rpc_timeout)
                 action()
-        except PipejupyterError as exc:
-            self.message.value = f'<span style="color:#c62828">{escape(str(exc))}</span>'
+        except Exception as exc:  # a button has no cell to raise into: say it in the widget
+            text = str(exc) if isinstance(exc, PipejupyterError) else f"{type(exc).__name__}: {exc}"
+            self.message.value = f'<span style="color:#c62828">{escape(text)}</span>'
             return False
         self.message.value = escape(done)
         self.refresh()
