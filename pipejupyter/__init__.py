@@ -28,9 +28,13 @@ _LAZY = {
     "MissingDependency": "pipejupyter.errors",
     "PipejupyterError": "pipejupyter.errors",
     "run_stage": "pipejupyter.stages",
-    "casa": "pipejupyter.casa",
-    "mpirun": "pipejupyter.casa",
+    "casa": "pipejupyter.casa_tasks",
+    "mpirun": "pipejupyter.nested_mpi",
     "command": "pipejupyter.stages",
+    "glob": "pipejupyter.inputs",
+    "mapfile": "pipejupyter.inputs",
+    "StageResult": "pipejupyter.results",
+    "StageFailed": "pipejupyter.results",
 }
 
 __all__ = [*_LAZY, "__version__", "load_ipython_extension", "unload_ipython_extension"]

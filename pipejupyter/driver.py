@@ -320,7 +320,7 @@ class StageDriver:
             self.reporter.output(key, o.log[self.shown[i]:], "stdout")
         self.shown[i] = 0
         if o.commands:
-            from .casa import log_commands
+            from .casa_tasks import log_commands
 
             log_commands(self.workdir, self.name, key, worker, o.commands, ok=o.ok)
         if o.ok:

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import pipejupyter
-from pipejupyter.casa import MpiError, mpi_child_environ
+from pipejupyter.nested_mpi import MpiError, mpi_child_environ
 from pipejupyter.results import StageFailed
 from pipejupyter.stages import run_stage
 from tests.conftest import ROOT, require

@@ -192,7 +192,7 @@ def test_python_module_imports_stay_light():
     """Stage modules import neither distributed nor IPython nor ipywidgets at import time."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import pipejupyter.stages, pipejupyter.context, pipejupyter.casa, pipejupyter.inputs;"
+        "import pipejupyter.stages, pipejupyter.context, pipejupyter.casa_tasks, pipejupyter.nested_mpi, pipejupyter.inputs;"
         "bad = [m for m in ('distributed', 'IPython', 'ipywidgets', 'casatasks', 'mpi4py') if m in sys.modules];"
         "print(bad)"
     )
