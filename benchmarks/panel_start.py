@@ -1,0 +1,97 @@
+"""The sidebar panel: time from clicking Start (local profile, 2 workers) to "2 workers"
+on the card, next to the REST call alone and to raw Dask.
+
+    python benchmarks/panel_start.py [--repeat N] [--json]
+
+A real `jupyter lab` (isolated directories, the installed lab extension) in Debian's
+Chromium driven by Playwright. Needs /usr/bin/chromium and the installed extension.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests.lab_support import LabServer, chromium_page, labextension_problem, open_lab, open_panel  # noqa: E402
+
+RAW_DASK = """
+import time
+from distributed import Client, LocalCluster
+t = time.perf_counter()
+cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40)
+client = Client(cluster, set_as_default=False)
+client.wait_for_workers(2)
+print(time.perf_counter() - t)
+client.close(); cluster.close()
+"""
+
+
+def _raw_dask() -> float:
+    out = subprocess.run([sys.executable, "-c", RAW_DASK], capture_output=True, text=True, check=True, timeout=300)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench(repeat: int = 3) -> list[dict]:
+    problem = labextension_problem()
+    if problem or not Path("/usr/bin/chromium").exists():
+        return [{"name": "panel start", "skipped": problem or "no /usr/bin/chromium"}]
+    clicks, posts, raws = [], [], []
+    with tempfile.TemporaryDirectory(prefix="pj-panel-bench-") as tmp:
+        with LabServer(Path(tmp)) as server, chromium_page() as page:
+            open_lab(page, server)
+            panel = open_panel(page)
+            row = panel.locator('li.pj-profile[data-profile="local"]')
+            row.locator('input[data-field="workers"]').fill("2")
+            for _ in range(repeat):
+                t = time.perf_counter()
+                row.locator('button[data-action="start"]').click()
+                panel.locator('li.pj-cluster[data-workers="2"]').wait_for(timeout=120_000)
+                clicks.append(time.perf_counter() - t)
+                (cluster,) = server.clusters()
+                assert server.request("DELETE", f"pipejupyter/clusters/{cluster['id']}")[0] == 204
+                panel.locator("li.pj-cluster").wait_for(state="detached", timeout=60_000)
+
+                t = time.perf_counter()
+                status, model = server.request("POST", "pipejupyter/clusters", {"profile": "local", "workers": 2})
+                posts.append(time.perf_counter() - t)
+                assert status == 201 and model["workers"] == 2, model
+                assert server.request("DELETE", f"pipejupyter/clusters/{model['id']}")[0] == 204
+                panel.locator("li.pj-cluster").wait_for(state="detached", timeout=60_000)
+
+                raws.append(_raw_dask())
+    click, post, raw = statistics.median(clicks), statistics.median(posts), statistics.median(raws)
+    return [
+        {"name": "panel: click Start (2 workers) -> card shows 2 workers vs the POST alone",
+         "ours": click, "baseline": post, "ratio": click / post, "unit": "s"},
+        {"name": "POST /pipejupyter/clusters (2 workers) vs LocalCluster(n_workers=2) in a script",
+         "ours": post, "baseline": raw, "ratio": post / raw, "unit": "s"},
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rows = bench(args.repeat)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+        elif "skipped" in row:
+            print(f"{row['name']}: skipped: {row['skipped']}")
+        else:
+            print(f"{row['name']:<84} {row['ours']:.2f} s  {row['baseline']:.2f} s  x{row['ratio']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
