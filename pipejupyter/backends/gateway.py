@@ -16,6 +16,7 @@ Secrets come from environment variables (``password_env``, ``api_token_env``, ``
 
 from __future__ import annotations
 
+import gc
 import logging
 import warnings
 from typing import Any
@@ -219,6 +220,8 @@ class GatewayBackend(Backend):
             self._report = session.wait_running(self._name, timeout)
         except BaseException:
             self.close(timeout=20)  # nothing half-started: the cluster, if submitted, goes
+            # Collect what the failed calls left here, on this thread, never on the loop's.
+            gc.collect()
             raise
 
     def _connect_existing(self) -> None:

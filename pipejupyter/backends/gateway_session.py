@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import getpass
 import importlib.util
 import os
@@ -260,13 +259,10 @@ class GatewaySession:
             gateway.close()
         except Exception:  # closing must never hide the error being handled
             pass
-        # Gateway.__del__ would close again and fail on the stopped loop: it skips objects
+        # Gateway.__del__ would close again: on the stopped loop that fails, and run on the
+        # loop's own thread (a collection there) it would deadlock. It skips objects
         # without a loop runner.
         gateway.__dict__.pop("_loop_runner", None)
-        # Collect here, on our thread: collected on the loop thread, dask-gateway objects
-        # made by a failed call try to sync with that same loop and deadlock it.
-        del gateway
-        gc.collect()
 
     def __enter__(self) -> GatewaySession:
         return self
