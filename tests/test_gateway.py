@@ -347,6 +347,54 @@ def test_password_variable_not_set_fails_before_any_request(isolated, monkeypatc
         pipejupyter.start("gw")
 
 
+@pytest.mark.gateway
+def test_adaptive_gateway_cluster(gw):
+    handle = pipejupyter.start("gw", adapt=(1, 2), timeout=120)
+    try:
+        model = handle.model()
+        assert model["adapt"] == {"minimum": 1, "maximum": 2} and model["workers"] >= 1
+        assert model["pending"] == 0  # the gateway decides; no invented pending rows
+    finally:
+        handle.stop()
+    assert gw.active() == []
+
+
+@pytest.mark.gateway
+@pytest.mark.parametrize(
+    ("auth", "outcome"),
+    [
+        # A dotted class with $VAR in its kwargs: logs in (the unknown name is the only error).
+        ({"type": "dask_gateway.auth.BasicAuth", "kwargs": {"username": "{user}", "password": "$PIPEJUPYTER_TEST_GATEWAY_PASSWORD"}}, "no gateway cluster 'nosuch'"),
+        # JupyterHub tokens are not what this server checks: refused, and the token never shown.
+        ({"type": "jupyterhub", "api_token_env": "PJ_HUB_TOKEN"}, "rejected the credentials (HTTP 401)"),
+        ({"type": "jupyterhub", "api_token_env": "PJ_UNSET_TOKEN"}, "'PJ_UNSET_TOKEN', which is not set"),
+    ],
+)
+def test_auth_types(gw, isolated, monkeypatch, auth, outcome):
+    monkeypatch.setenv("PJ_HUB_TOKEN", "hub-t0ken-value")
+    monkeypatch.delenv("PJ_UNSET_TOKEN", raising=False)
+    auth = json.loads(json.dumps(auth).replace("{user}", gw.user))
+    write_config(isolated / "work" / "config.yaml", gw, auth=auth)
+    box = bounded(lambda: pipejupyter.connect("gateway://nosuch"), limit=30)
+    assert outcome in str(box.get("error")), box
+    assert "hub-t0ken-value" not in str(box["error"]) and gw.password not in str(box["error"])
+    assert "hub-t0ken-value" not in pipejupyter.dry_run("gw") and gw.password not in pipejupyter.dry_run("gw")
+
+
+def test_kerberos_needs_its_package(isolated):
+    pytest.importorskip("dask_gateway")
+    try:
+        import kerberos  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("kerberos is installed here")
+    gateway = RealGateway(f"http://127.0.0.1:{_free_port()}", "", "nobody")
+    write_config(isolated / "work" / "config.yaml", gateway, auth={"type": "kerberos"})
+    with pytest.raises(ConfigError, match="kerberos authentication needs the Python package 'kerberos'"):
+        pipejupyter.start("gw")
+
+
 # -- secrets ------------------------------------------------------------------------------
 
 
