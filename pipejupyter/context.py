@@ -335,3 +335,16 @@ def format_history(runs: Iterable[dict[str, Any]]) -> str:
             f"{r['skipped'] or 0:>6} {r['failed'] or 0:>5} {r['retried'] or 0:>5}  {started:<19}  {took}"
         )
     return "\n".join(lines)
+
+
+def format_items(rows: Iterable[dict[str, Any]]) -> str:
+    """A plain-text table of items (key, status, attempts, worker, time, error)."""
+    rows = list(rows)
+    if not rows:
+        return "no items recorded for this stage"
+    lines = [f"{'key':<30} {'status':<7} {'tries':>5}  {'worker':<24} {'time':>8}  error"]
+    for r in rows:
+        took = f"{r['finished'] - r['started']:.2f} s" if r["finished"] and r["started"] else "-"
+        error = (r["error"] or "").strip().splitlines()[-1:] or [""]
+        lines.append(f"{r['key'][-30:]:<30} {r['status']:<7} {r['attempts'] or 0:>5}  {(r['worker'] or '-')[-24:]:<24} {took:>8}  {error[0][:60]}")
+    return "\n".join(lines)

@@ -197,6 +197,18 @@ def dashboard(args: argparse.Namespace, shell: Any):
     return None
 
 
+@subcommand("stages", "pipeline stage runs recorded in this directory (.pipejupyter/context.sqlite)")
+@arg("stage", nargs="?", metavar="STAGE", help="only this stage's runs")
+@arg("--items", action="store_true", help="with STAGE: every item's latest state")
+def stages(args: argparse.Namespace, shell: Any):
+    from . import context
+
+    if args.items and args.stage:
+        print(context.format_items(context.items(args.stage)))
+    else:
+        print(context.format_history(context.history(args.stage)))
+
+
 @subcommand("help", "this overview, or one subcommand's options")
 @arg("topic", nargs="?", metavar="SUBCOMMAND", complete=SUBCOMMAND, help="a subcommand")
 def help_(args: argparse.Namespace, shell: Any):

@@ -8,19 +8,20 @@ Results come back in input order into ``-o`` (the single value when there is no 
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
-from IPython.utils.process import arg_split
 
 from .errors import PipejupyterError
 
 USAGE_EPILOG = """\
 examples:
-  %%pipestage flag --over "glob('data/*.ms')" --as vis -o flagged --retries 1
+  %%pipestage flag --over glob('data/*.ms') --as vis -o flagged --retries 1
   %%pipestage image --over mses --as vis --per-worker 1 --resources MEM=8e9
-  %%pipestage listobs --over "mapfile('input.map')" --as vis
+  %%pipestage listobs --over mapfile('input.map') --as vis
+--over takes everything up to the next option (no quotes needed); NAME comes first.
 """
 
 
@@ -74,10 +75,14 @@ def parser() -> _Parser:
 def parse(line: str) -> argparse.Namespace | None:
     """The parsed line, or None when help was asked for (and printed)."""
     try:
-        argv = arg_split(line, strict=True)
+        # Not posix: quotes stay, so --over glob('*.ms') keeps its string literal.
+        lexer = shlex.shlex(line, posix=False)
+        lexer.whitespace_split = True
+        tokens = list(lexer)
     except ValueError as exc:
         raise UsageError(f"%%pipestage: cannot split {line!r}: {exc}") from None
     p = parser()
+    argv = _join_expression(tokens, set(p._option_string_actions))
     if {"-h", "--help"} & set(argv):
         print(p.format_help())
         return None
@@ -90,6 +95,26 @@ def parse(line: str) -> argparse.Namespace | None:
     if args.output is not None and not args.output.isidentifier():
         raise UsageError(f"%%pipestage: -o needs a Python name, got {args.output!r}")
     return args
+
+
+def _join_expression(argv: list[str], flags: set[str]) -> list[str]:
+    """``--over [1, 2, 3] --as x`` splits into pieces: --over takes everything up to the
+    next option, so expressions need no quotes."""
+    argv = [part for a in argv for part in (a.split("=", 1) if a.startswith("--over=") else [a])]
+    if "--over" not in argv:
+        return [_unquote(a) for a in argv]
+    start = argv.index("--over") + 1
+    end = start
+    while end < len(argv) and argv[end] not in flags and argv[end].split("=", 1)[0] not in flags:
+        end += 1
+    expression = [" ".join(argv[start:end])] if end > start else []  # none: argparse says so
+    return [_unquote(a) for a in argv[:start]] + expression + [_unquote(a) for a in argv[end:]]
+
+
+def _unquote(token: str) -> str:
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "'\"":
+        return token[1:-1]
+    return token
 
 
 def _items(expression: str, namespace: dict[str, Any]) -> Any:
