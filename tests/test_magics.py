@@ -204,8 +204,8 @@ def test_completion(shell, isolated):
     def complete(line):
         return shell.Completer.complete(line_buffer=line, cursor_pos=len(line))[1]
 
-    assert {"start", "status", "stop"} <= set(complete("%pipecluster st"))
-    assert set(complete("%pipecluster st")) <= {"start", "status", "stop"}
+    assert {"stages", "start", "status", "stop"} <= set(complete("%pipecluster st"))
+    assert set(complete("%pipecluster st")) <= {"stages", "start", "status", "stop"}
     (isolated / "work" / "config.yaml").write_text("pipecluster:\n  profiles:\n    bigmem:\n      backend: local\n")
     assert complete("%pipecluster start big") == ["bigmem"]
     assert complete("%pipecluster start -f x.yaml big") == ["bigmem"]
