@@ -83,9 +83,21 @@ class DiscoveredClusters:
         if watch.handle is not None:
             live = watch.handle.model(timeout=timeout)
             watch.error = live["error"]
+            if live["status"] == ClusterStatus.LOST:
+                # Each further call on a dead connection waits its whole timeout: drop it
+                # and come back through the cheap reachability check.
+                self._close(watch)
+                watch.next_try = time.monotonic() + RETRY_AFTER
+                live = None
         return record_model(record, live, watch.error)
 
     def _connect(self, watch: _Watch) -> None:
+        # A refused TCP connect answers at once; a Dask connect would retry until its timeout
+        # while every poll waits on this lock.
+        if not discovery.scheduler_reachable(watch.address, timeout=0.5):
+            watch.error = f"scheduler not reachable at {watch.address}"
+            watch.next_try = time.monotonic() + RETRY_AFTER
+            return
         try:
             watch.handle = manager.connect(watch.address, set_default=False, timeout=CONNECT_TIMEOUT)
             watch.error = None

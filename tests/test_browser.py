@@ -117,6 +117,7 @@ def test_panel_start_scale_kernel_cluster_stop(lab):
             expect(error).to_be_visible(timeout=30_000)
             expect(error).to_contain_text("409")
             expect(error).to_contain_text("belongs to kernel")
+            expect(error).to_contain_text("of this server")  # the server named its own kernel
             assert any(c["id"] == kernel_id for c in lab.clusters())
 
             # Stop the panel's own cluster: its card goes away, the cluster is gone.

@@ -82,6 +82,8 @@ KERNEL_SCRIPT = textwrap.dedent(
             handle.wait_for_workers(int(command[1]), timeout=60)
         elif command[0] == "stop":
             handle.stop()
+        elif command[0] == "crash":  # the scheduler dies; this process and its record stay
+            handle.backend.cluster.close()
         print("ok", flush=True)
     """
 )
@@ -267,6 +269,28 @@ async def test_kernel_cluster_listed_live_and_protected(api, kernel_cluster):
     assert await _until(gone)
     assert (await api("GET", "clusters", cid))[0] == 404
     assert not _port_open(address)
+
+
+async def test_kernel_cluster_whose_scheduler_died_is_lost_and_polls_stay_fast(api, kernel_cluster):
+    cid = kernel_cluster["id"]
+
+    async def model():
+        clusters = (await api("GET", "clusters"))[1]["clusters"]
+        return next(c for c in clusters if c["id"] == cid)
+
+    assert (await model())["workers"] == 1
+    await asyncio.to_thread(kernel_cluster["send"], "crash")
+    found = await _until(lambda: _lost(model))
+    assert found["workers"] == 0 and found["error"]
+    for _ in range(5):  # a dead scheduler must not hold up the panel's polls
+        t0 = time.monotonic()
+        assert (await model())["status"] == "lost"
+        assert time.monotonic() - t0 < 1.5
+
+
+async def _lost(model):
+    found = await model()
+    return found if found["status"] == "lost" else None
 
 
 # -- errors ----------------------------------------------------------------------------
