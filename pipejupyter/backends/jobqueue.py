@@ -280,14 +280,12 @@ class JobQueueBackend(ClusterClassBackend):
         directory = Path(self.log_directory)
         if not directory.is_dir():
             return {}
-        names = {str(job.job_id): name for name, job, _ in self._jobs() if getattr(job, "job_id", None)}
         out: dict[str, list[str]] = {}
-        for job_id in self.ledger.job_ids:
+        for job_id, worker in self.ledger.jobs.items():
             for path in sorted(directory.glob(f"*{job_id}*")):
                 if not path.is_file():
                     continue
                 stream = path.suffix.lstrip(".") or "log"
-                worker = names.get(job_id, "ended")
                 text = path.read_text(errors="replace").splitlines()
                 out[f"job {job_id} ({worker}) {stream}"] = text[-lines:] if lines else text
         return out

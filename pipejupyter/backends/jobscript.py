@@ -84,8 +84,12 @@ class Ledger:
     """What one cluster's jobs did: every job id submitted, every failed submission."""
 
     def __init__(self) -> None:
-        self.job_ids: list[str] = []
+        self.jobs: dict[str, str] = {}  # job id -> the name dask-jobqueue gave the job
         self.failures: list[tuple[str, str]] = []  # (worker name, message)
+
+    @property
+    def job_ids(self) -> list[str]:
+        return list(self.jobs)
 
     def take_failures(self) -> list[tuple[str, str]]:
         failures, self.failures = self.failures, []
@@ -148,7 +152,7 @@ def make_job_class(
                 self._ledger.failures.append((str(self.name), submit_error_text(exc, command)))
                 raise
             if self.job_id:
-                self._ledger.job_ids.append(str(self.job_id))
+                self._ledger.jobs[str(self.job_id)] = str(self.name)
 
     PipejupyterJob.__name__ = PipejupyterJob.__qualname__ = f"Pipejupyter{base.__name__}"
     return PipejupyterJob

@@ -1,0 +1,299 @@
+"""The slurm backend on the real single-node SLURM of ci/slurm.sh (partition with 2 CPUs,
+MaxTime 1:00:00, EnforcePartLimits=ALL). Every test checks that none of its jobs stays
+queued (fixture ``slurm_clean``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import cloudpickle
+import pytest
+from distributed import wait
+
+import pipejupyter
+from pipejupyter import discovery, manager
+from pipejupyter.errors import ClusterError, ConfigError
+from tests.conftest import ROOT, live_children, wait_until
+from tests.slurm_support import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_clean", "no_leaks")]
+SMALL = ["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"]
+# Worker jobs cannot import this test module: ship its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _inc(x):
+    return x + 1
+
+
+def _slow(x):
+    time.sleep(0.5)
+    return x
+
+
+def _env(names):
+    return {n: os.environ.get(n) for n in names}
+
+
+def _rows(handle):
+    return {w["name"]: w for w in handle.model()["worker_info"]}
+
+
+def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
+    handle = pipejupyter.start("slurm", workers=2, overrides=SMALL, timeout=120)
+    assert handle.status == "running"
+    futures = handle.client.map(_inc, range(10))
+    wait(futures, timeout=60)
+    assert handle.client.gather(futures) == list(range(1, 11))
+    jobs = jobs_under(isolated)
+    assert sorted(jobs.values()) == ["RUNNING", "RUNNING"]
+    model = handle.model()
+    assert model["backend"] == "slurm" and model["workers"] == 2 and model["pending"] == 0
+    assert model["scheduler_address"].startswith("tcp://127.0.0.1:")
+    assert {w["job_id"] for w in model["worker_info"]} == set(jobs)
+    assert {w["job_state"] for w in model["worker_info"]} == {"running"}
+    json.dumps(model)
+
+    # Three 1-CPU jobs on a 2-CPU node: the third waits, and the model says so.
+    handle.scale(3)
+    assert len(jobs_under(isolated)) == 3
+    assert wait_until(lambda: handle.model()["pending"] == 1, timeout=10)
+    pending = [w for w in handle.model()["worker_info"] if w["status"] == "pending"]
+    assert pending[0]["job_state"] == "pending" and pending[0]["job_id"] in jobs_under(isolated)
+    assert jobs_under(isolated)[pending[0]["job_id"]] == "PENDING"
+
+    handle.scale(2)  # the job not yet started is the one cancelled
+    assert wait_until(lambda: len(jobs_under(isolated)) == 2, timeout=30)
+    assert handle.model()["workers"] == 2 and handle.model()["pending"] == 0
+
+    handle.adapt(1, 2)
+    assert handle.model()["adapt"] == {"minimum": 1, "maximum": 2}
+    assert wait_until(lambda: len(jobs_under(isolated)) == 1 and handle.model()["workers"] == 1, timeout=60)
+    futures = handle.client.map(_slow, range(40))  # load: adaptivity asks for the second job
+    assert wait_until(lambda: handle.model()["workers"] == 2, timeout=90)
+    wait(futures, timeout=120)
+    assert handle.client.gather(futures) == list(range(40))
+
+    logs = handle.logs(lines=200)
+    job_logs = {k: v for k, v in logs.items() if k.startswith("job ")}
+    assert job_logs, f"no job output files among {list(logs)}"
+    assert any("Start worker at" in line for lines in job_logs.values() for line in lines)
+    one = handle.model()["worker_info"][0]["name"]
+    mine = [k for k in handle.logs(worker=one) if k.startswith("job ")]
+    assert mine and all(f"({one})" in k for k in mine), mine
+
+    handle.stop()
+    seconds = wait_no_jobs(isolated, timeout=30)
+    assert seconds is not None, f"jobs left after stop: {jobs_under(isolated)}"
+    print(f"queue empty {seconds:.1f} s after stop()")
+
+
+def test_environment_reaches_the_job_exactly(isolated, monkeypatch):
+    monkeypatch.setenv("PJ_TRICKY", "spaces  and 'single' \"double\" $HOME `x` \\ back")
+    cfg = isolated / "env.yaml"
+    cfg.write_text(textwrap.dedent("""\
+        pipecluster:
+          env:
+            pass: [PJ_TRICKY]
+            set:
+              PJ_NODE_HOME: "$HOME/on-node"
+              PJ_QUOTED: 'a "b" c'
+          profiles:
+            slurm:
+              cluster_kwargs:
+                local_directory: $PJ_LOCAL
+                job_script_prologue: ["export PJ_LOCAL=$(mktemp -d)"]
+        """))
+    handle = pipejupyter.start("slurm", workers=1, config=cfg, overrides=SMALL, timeout=120)
+    seen = handle.client.submit(_env, ["PJ_TRICKY", "PJ_NODE_HOME", "PJ_QUOTED", "HOME", "PJ_LOCAL", "SLURM_JOB_ID"]).result(timeout=60)
+    assert seen["SLURM_JOB_ID"] in jobs_under(isolated), "the task ran inside a SLURM job"
+    assert seen["PJ_TRICKY"] == os.environ["PJ_TRICKY"]
+    assert seen["PJ_NODE_HOME"] == f"{seen['HOME']}/on-node"
+    assert seen["PJ_QUOTED"] == 'a "b" c'
+    worker_dir = handle.client.run(lambda dask_worker: dask_worker.local_directory)
+    assert next(iter(worker_dir.values())).startswith(seen["PJ_LOCAL"])  # $PJ_LOCAL expanded on the node
+    handle.stop()
+
+
+NESTED = """
+import json, os, subprocess, sys
+mode = sys.argv[1]
+OUTER = ("SLURM_JOB_ID", "SLURM_MEM_PER_CPU", "SLURM_JOB_PARTITION", "SLURM_JOB_NAME")
+
+def inside_worker():
+    import os, subprocess
+    srun = subprocess.run(["srun", "--overlap", "-n1", "true"], capture_output=True, text=True, timeout=60)
+    names = ("SLURM_JOB_ID", "SLURM_MEM_PER_CPU", "SLURM_MEM_PER_NODE", "SLURM_JOB_NAME")
+    return {**{n: os.environ.get(n) for n in names}, "srun_rc": srun.returncode, "srun_err": srun.stderr[-300:]}
+
+report = {"outer": {n: os.environ.get(n) for n in OUTER}}
+if mode == "ours":
+    import pipejupyter
+    handle = pipejupyter.start("slurm", workers=1, overrides=["cluster_kwargs.memory=500MiB", "cluster_kwargs.walltime=00:10:00"], timeout=120)
+    report["inner"] = handle.client.submit(inside_worker).result(timeout=120)
+    handle.stop()
+else:  # raw dask-jobqueue: sbatch inherits the enclosing job's variables
+    from dask_jobqueue import SLURMCluster
+    from distributed import Client
+    cluster = SLURMCluster(cores=1, processes=1, memory="500MiB", walltime="00:10:00",
+                           scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+    client = Client(cluster)
+    cluster.scale(1)
+    client.wait_for_workers(1, timeout=120)
+    report["inner"] = client.submit(inside_worker).result(timeout=120)
+    client.close()
+    cluster.close()
+print("REPORT " + json.dumps(report))
+"""
+
+
+def _run_nested(isolated, mode: str) -> dict:
+    script = isolated / "work" / "nested.py"
+    script.write_text(NESTED)
+    out = isolated / "work" / f"outer-{mode}.out"
+    # The enclosing job sets SLURM_MEM_PER_CPU (--mem-per-cpu); a nested sbatch that
+    # inherits it gives the new job both SLURM_MEM_PER_CPU and SLURM_MEM_PER_NODE.
+    done = subprocess.run(
+        ["sbatch", "--wait", "-J", f"outer {mode}", "--mem-per-cpu=300", "-c", "1", "-t", "00:15:00",
+         "-o", str(out), "--wrap", f"{sys.executable} {script} {mode}"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    text = out.read_text() if out.exists() else ""
+    assert done.returncode == 0, f"outer job failed: {done.stderr}\n{text[-3000:]}"
+    line = next((ln for ln in text.splitlines() if ln.startswith("REPORT ")), None)
+    assert line, f"no report from the outer job:\n{text[-3000:]}"
+    return json.loads(line[len("REPORT "):])
+
+
+def test_nested_submission_from_inside_an_sbatch_job(isolated):
+    ours = _run_nested(isolated, "ours")
+    outer, inner = ours["outer"], ours["inner"]
+    assert outer["SLURM_MEM_PER_CPU"] == "300"
+    assert inner["SLURM_JOB_ID"] != outer["SLURM_JOB_ID"]
+    assert inner["SLURM_MEM_PER_CPU"] is None and inner["SLURM_MEM_PER_NODE"] == "500"
+    assert inner["srun_rc"] == 0, inner["srun_err"]
+    assert inner["SLURM_JOB_NAME"] == "outer-ours-dask"  # job name derived from the enclosing job
+
+    # The same with raw dask-jobqueue proves the check can fail: the variable leaks and
+    # srun inside the worker job refuses to run.
+    raw = _run_nested(isolated, "raw")["inner"]
+    assert raw["SLURM_MEM_PER_CPU"] == "300"
+    assert raw["srun_rc"] != 0 and "mutually exclusive" in raw["srun_err"]
+
+
+KERNEL_CELL = """
+import pipejupyter
+h = pipejupyter.start("slurm", workers=3, wait=False, overrides=["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"])
+h.wait_for_workers(2, timeout=120)
+"""
+
+
+def test_sigkill_of_the_owning_kernel_empties_the_queue(isolated):
+    from jupyter_client.manager import start_new_kernel
+
+    work = isolated / "work"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(work), env=env)
+    try:
+        reply = kc.execute_interactive(KERNEL_CELL, timeout=180, output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "ok", reply["content"].get("evalue")
+        states = sorted(jobs_under(work).values())
+        assert states == ["PENDING", "RUNNING", "RUNNING"], states  # 2 CPUs: one job waits
+        os.kill(km.provisioner.process.pid, 9)
+        seconds = wait_no_jobs(work, timeout=60)
+        assert seconds is not None, f"jobs still queued 60 s after SIGKILL: {jobs_under(work)}"
+        # Without the scheduler probe the pending job waits ~30 s for the nanny's
+        # connect timeout once it starts (measured in benchmarks/slurm_start.py).
+        assert seconds < 20, seconds
+        print(f"queue empty {seconds:.1f} s after SIGKILL of the kernel")
+    finally:
+        kc.stop_channels()
+        km.cleanup_resources()
+
+
+# -- bad input: one clear error, nothing queued, nothing running -------------------------
+
+
+def _nothing_left(isolated, before_children):
+    assert not jobs_under(isolated)
+    assert not pipejupyter.clusters()
+    assert not discovery.read_all()
+    assert wait_until(lambda: not (live_children(os.getpid()) - before_children), timeout=10)
+
+
+@pytest.mark.parametrize("override,ours,sbatch_says", [
+    ("cluster_kwargs.queue=nosuch", "partition 'nosuch' does not exist", "invalid partition specified: nosuch"),
+    ("cluster_kwargs.walltime=02:00:00", "walltime '02:00:00' is longer than partition 'debug' allows", "Requested time limit is invalid"),
+    ("cluster_kwargs.memory=100GiB", "memory asks for 102400 MB per job", "Requested node configuration is not available"),
+    ("cluster_kwargs.cores=4", "cores=4 CPUs per job", "More processors requested than permitted"),
+])
+def test_profile_the_partition_cannot_run_is_refused_before_submitting(isolated, override, ours, sbatch_says):
+    before = live_children(os.getpid())
+    overrides = [*SMALL, override] if "memory" not in override else ["cluster_kwargs.walltime=00:20:00", override]
+    with pytest.raises(ConfigError) as err:
+        pipejupyter.start("slurm", workers=2, overrides=overrides, timeout=60)
+    text = str(err.value)
+    assert ours in text and sbatch_says in text
+    assert "--set" in text or "override" in text  # where the value came from
+    _nothing_left(isolated, before)
+    # dry-run reports the same problem without raising, and submits nothing
+    shown = pipejupyter.dry_run("slurm", overrides=overrides)
+    assert "# problem: " in shown and "REJECTED" in shown
+    assert not jobs_under(isolated)
+
+
+def test_memory_string_sbatch_rejects(isolated):
+    before = live_children(os.getpid())
+    with pytest.raises(ClusterError) as err:
+        pipejupyter.start("slurm", workers=1, overrides=[*SMALL, "cluster_kwargs.job_mem=lots"], timeout=60)
+    assert "sbatch rejects the worker job" in str(err.value) and "Invalid --mem specification" in str(err.value)
+    assert "--mem=lots" in str(err.value)
+    _nothing_left(isolated, before)
+
+
+def test_memory_string_dask_rejects(isolated):
+    with pytest.raises(ConfigError, match="'lots' is not a memory size"):
+        pipejupyter.start("slurm", workers=1, overrides=["cluster_kwargs.memory=lots"], timeout=60)
+    assert not jobs_under(isolated)
+
+
+def test_sbatch_missing(isolated, monkeypatch):
+    before = live_children(os.getpid())
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not os.path.exists(os.path.join(p, "sbatch"))))
+    with pytest.raises(ClusterError, match="sbatch not found on PATH"):
+        pipejupyter.start("slurm", workers=1, overrides=SMALL, timeout=60)
+    _nothing_left(isolated, before)
+
+
+def test_submission_failure_after_start_is_raised_by_scale(isolated, monkeypatch):
+    """Jobs are submitted in the background by dask-jobqueue; scale() waits for them and
+    raises sbatch's error, and the cluster keeps the workers it had."""
+    handle = pipejupyter.start("slurm", workers=1, overrides=SMALL, timeout=120)
+    fake = isolated / "fakebin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified' >&2\nexit 1\n")
+    (fake / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(ClusterError, match="Invalid account or account/partition combination"):
+        handle.scale(2)
+    assert handle.model()["workers"] == 1 and handle.model()["pending"] == 0
+    assert len(jobs_under(isolated)) == 1
+    monkeypatch.undo()
+    handle.scale(2)  # and it recovers once sbatch works again
+    handle.wait_for_workers(2, timeout=120)
+    handle.stop()
+
+
+def test_dry_run_submits_nothing_and_shows_the_exact_script(isolated):
+    text = manager.dry_run("slurm", workers=2, overrides=SMALL)
+    assert "#SBATCH -J pipejupyter-slurm" in text and "#SBATCH -p" not in text
+    assert "#SBATCH --mem=1G" in text and "#SBATCH -t 00:20:00" in text
+    assert "sbatch --test-only: accepted" in text
+    assert not jobs_under(isolated)
+    assert not (isolated / "work" / "pipejupyter-logs").exists()
