@@ -360,6 +360,22 @@ def test_adaptive_gateway_cluster(gw):
 
 
 @pytest.mark.gateway
+def test_scale_beyond_the_gateway_limit_says_so(gw):
+    from pipejupyter.backends.gateway import GatewayLimitWarning
+
+    handle = pipejupyter.start("gw", workers=1, timeout=120)
+    try:
+        # ci/gateway_config.py: cluster_max_workers = 4 (GATEWAY_MAX_WORKERS)
+        with pytest.warns(GatewayLimitWarning, match="exceed resource limit of 4 workers. Scaling to 4 instead"):
+            handle.scale(10)
+        model = handle.model()
+        assert model["workers"] + model["pending"] == 4  # no pending rows for workers never coming
+    finally:
+        handle.stop()
+    assert gw.active() == []
+
+
+@pytest.mark.gateway
 @pytest.mark.parametrize(
     ("auth", "outcome"),
     [

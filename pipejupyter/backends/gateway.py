@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import warnings
 from typing import Any
 from urllib.parse import urlparse
@@ -49,6 +50,10 @@ IGNORED_KWARGS = ("shutdown_on_close", "asynchronous", "loop")
 
 class GatewayEnvironmentWarning(UserWarning):
     """Worker environment variables that a gateway cannot pass on."""
+
+
+class GatewayLimitWarning(UserWarning):
+    """The gateway granted fewer workers than asked for."""
 
 
 AUTH = Field(
@@ -260,14 +265,25 @@ class GatewayBackend(Backend):
         return self._session
 
     def scale(self, n: int) -> None:
-        self._require_session().scale(self._name, n)
+        remark = self._require_session().scale(self._name, n)
         self._requested, self._adaptive = n, False
+        self._remark(remark)
 
     def adapt(self, minimum: int, maximum: int, **kwargs: Any) -> None:
         if kwargs:
             logger.info("the gateway decides adaptive timing itself; ignoring %s", ", ".join(sorted(kwargs)))
-        self._require_session().adapt(self._name, minimum, maximum)
+        remark = self._require_session().adapt(self._name, minimum, maximum)
         self._requested, self._adaptive = minimum, True
+        self._remark(remark)
+
+    def _remark(self, remark: str | None) -> None:
+        """The gateway granted less than asked (its per-cluster limits): say so where the user is."""
+        if remark:
+            match = re.search(r"[Ss]caling to (\d+)", remark)
+            if match and not self._adaptive:
+                self._requested = int(match.group(1))  # no pending rows for workers that never come
+            warnings.warn(f"gateway cluster {self._name}: {remark}", GatewayLimitWarning, stacklevel=3)
+            logger.warning("gateway cluster %s: %s", self._name, remark)
 
     def pending_workers(self, connected: dict[str, dict]) -> list[dict]:
         if self._adaptive or self._report is None:

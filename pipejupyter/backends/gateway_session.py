@@ -225,11 +225,23 @@ class GatewaySession:
                 )
             time.sleep(min(0.2, max(left, 0)))
 
-    def scale(self, name: str, n: int) -> None:
-        self.call(lambda: self.gateway._scale_cluster(name, n), f"scaling cluster {name}")
+    def scale(self, name: str, n: int) -> str | None:
+        """Ask for ``n`` workers; the server's remark when it grants fewer (its limits)."""
+        return self.call(lambda: self._post(f"clusters/{name}/scale", {"count": n}), f"scaling cluster {name}")
 
-    def adapt(self, name: str, minimum: int, maximum: int) -> None:
-        self.call(lambda: self.gateway._adapt_cluster(name, minimum=minimum, maximum=maximum, active=True), f"adapting cluster {name}")
+    def adapt(self, name: str, minimum: int, maximum: int) -> str | None:
+        body = {"minimum": minimum, "maximum": maximum, "active": True}
+        return self.call(lambda: self._post(f"clusters/{name}/adapt", body), f"adapting cluster {name}")
+
+    async def _post(self, path: str, body: dict[str, Any]) -> str | None:
+        # Like Gateway._scale_cluster, but the remark comes back to the caller's thread
+        # instead of a warning raised on the loop thread, where nobody sees it.
+        resp = await self.gateway._request("POST", f"{self.address}/api/v1/{path}", json=body)
+        try:
+            answer = await resp.json()
+        except Exception:
+            return None
+        return answer.get("msg") if isinstance(answer, dict) and not answer.get("ok", True) else None
 
     def stop(self, name: str, timeout: float = 20.0) -> None:
         """Shut a cluster down and wait until the gateway says its processes are gone.
