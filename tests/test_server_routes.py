@@ -500,6 +500,13 @@ def test_server_stops_its_clusters_when_it_stops(isolated, tmp_path):
         status, model = call("POST", "clusters", b'{"profile": "local", "workers": 2}')
         assert status == 201 and model["workers"] == 2
         assert model["owner"]["pid"] == server.pid
+        # Workers must not re-run the jupyter-server script (importing jupyter_server costs
+        # seconds per worker).
+        from distributed import Client
+
+        with Client(model["scheduler_address"], set_as_default=False, timeout=30) as client:
+            imported = client.run(_imports_jupyter_server)
+        assert imported and not any(imported.values()), imported
         workers = set(children_of(server.pid))
         assert workers
         server.send_signal(signal.SIGTERM)
@@ -513,6 +520,12 @@ def test_server_stops_its_clusters_when_it_stops(isolated, tmp_path):
             server.kill()
             server.wait()
         log.close()
+
+
+def _imports_jupyter_server() -> bool:
+    import sys
+
+    return "jupyter_server.serverapp" in sys.modules
 
 
 def _alive(pid: int) -> bool:
