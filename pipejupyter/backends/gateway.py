@@ -21,12 +21,11 @@ import logging
 import re
 import warnings
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
 
 from ..environment import redact_mapping
-from ..errors import ClusterError, ConfigError, NotOwned, UnknownCluster
+from ..errors import ClusterError, ConfigError, NotOwned
 from ..models import ClusterSpec, worker_row
 from ..schema import Field
 from .base import Backend
@@ -224,7 +223,10 @@ class GatewayBackend(Backend):
             timeout = float(self.spec.wait_timeout or DEFAULT_START_TIMEOUT)
             self._report = session.wait_running(self._name, timeout)
         except BaseException:
-            self.close(timeout=20)  # nothing half-started: the cluster, if submitted, goes
+            try:
+                self.close(timeout=20)  # nothing half-started: the cluster, if submitted, goes
+            except Exception as exc:  # the first error is the one to report
+                logger.warning("cleaning up after a failed start: %s", exc)
             # Collect what the failed calls left here, on this thread, never on the loop's.
             gc.collect()
             raise
@@ -349,12 +351,14 @@ class GatewayBackend(Backend):
     @classmethod
     def list_remote(cls, spec: ClusterSpec, timeout: float = 2.0) -> list[dict[str, Any]]:
         """Records of the clusters this profile's user has on its gateway (running or starting)."""
+        from .gateway_find import remote_record
+
         backend = cls(spec, None)  # type: ignore[arg-type]
         with backend._open_session() as session:
             session.timeout = min(session.timeout, timeout)
             reports = session.clusters(ACTIVE_STATES)
             info = {**backend.discovery_info(), "address": session.address, "proxy_address": session.gateway.proxy_address}
-            return [_remote_record(spec, session, info, report) for report in reports]
+            return [remote_record(spec, session, info, report) for report in reports]
 
     @classmethod
     def stop_record(cls, record: dict[str, Any], timeout: float = 30) -> None:
@@ -378,28 +382,3 @@ def _fill(server_options: Any, spec: ClusterSpec, send: dict[str, str], address:
         key=f"profiles.{spec.profile}.options",
         source_of=lambda name: spec.origin_of(f"options.{name}"),
     )
-
-
-def _remote_record(spec: ClusterSpec, session: GatewaySession, info: dict[str, Any], report: Any) -> dict[str, Any]:
-    status = {"PENDING": "starting", "RUNNING": "running", "STOPPING": "stopping"}.get(report.status.name, "stopped")
-    return {
-        "id": report.name,
-        "name": report.name,
-        "backend": "gateway",
-        "profile": spec.profile,
-        "status": status,
-        "scheduler_address": report.scheduler_address or f"{session.gateway.proxy_address}/{report.name}",
-        "dashboard_link": report.dashboard_link,
-        "adapt": None,
-        "workers_requested": None,
-        "owner": {"kind": "gateway", "host": urlparse(session.address).hostname, "pid": None, "user": session.username},
-        "owner_alive": True,
-        "started": report.start_time.timestamp() if report.start_time else None,
-        "backend_info": {**info, "cluster_name": report.name},
-    }
-
-
-def unknown_cluster(name: str, asked: list[str], seen: list[str]) -> UnknownCluster:
-    where = ", ".join(asked) or "no gateway (configure a profile with backend: gateway)"
-    running = ", ".join(seen) or "none"
-    return UnknownCluster(f"no gateway cluster {name!r} at {where}; running there: {running}")

@@ -1,4 +1,4 @@
-"""Find a gateway cluster that another process (or another day) started.
+"""Gateway clusters that another process (or another day) started: find, describe, attach.
 
 Credentials never travel with a cluster's name or discovery record, so attaching means
 finding a configured gateway profile that can see the cluster: by profile name, by the
@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from ..errors import ClusterError, PipejupyterError, UnknownCluster
 from ..models import ClusterSpec
+from .gateway_session import GatewaySession
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def find_cluster(target: str):
     import dask
 
     from ..config import load_config
-    from .gateway import GatewayBackend, unknown_cluster
+    from .gateway import GatewayBackend
 
     rest = target.split("://", 1)[1].strip("/")
     head, _, name = rest.rpartition("/")
@@ -130,3 +131,29 @@ def spec_for_record(record: dict[str, Any]) -> ClusterSpec:
         proxy_address=info.get("proxy_address"),
         public_address=info.get("public_address"),
     )
+
+
+def remote_record(spec: ClusterSpec, session: GatewaySession, info: dict[str, Any], report: Any) -> dict[str, Any]:
+    """A gateway cluster report as a listing record (the shape of a discovery record)."""
+    status = {"PENDING": "starting", "RUNNING": "running", "STOPPING": "stopping"}.get(report.status.name, "stopped")
+    return {
+        "id": report.name,
+        "name": report.name,
+        "backend": "gateway",
+        "profile": spec.profile,
+        "status": status,
+        "scheduler_address": report.scheduler_address or f"{session.gateway.proxy_address}/{report.name}",
+        "dashboard_link": report.dashboard_link,
+        "adapt": None,
+        "workers_requested": None,
+        "owner": {"kind": "gateway", "host": urlparse(session.address).hostname, "pid": None, "user": session.username},
+        "owner_alive": True,
+        "started": report.start_time.timestamp() if report.start_time else None,
+        "backend_info": {**info, "cluster_name": report.name},
+    }
+
+
+def unknown_cluster(name: str, asked: list[str], seen: list[str]) -> UnknownCluster:
+    where = ", ".join(asked) or "no gateway (configure a profile with backend: gateway)"
+    running = ", ".join(seen) or "none"
+    return UnknownCluster(f"no gateway cluster {name!r} at {where}; running there: {running}")
