@@ -158,9 +158,6 @@ def install() -> None:
         if not any(isinstance(h, _LogRouter) for h in root.handlers):
             handler = _LogRouter()
             handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-            others = list(root.handlers)
+            # Levels stay as configured (WARNING by default): a cell that wants INFO says so
+            # with logging.getLogger().setLevel(...), and libraries' chatter stays out.
             root.addHandler(handler)
-            # A worker's root logger usually has no handlers and level WARNING: let INFO
-            # through to items (nothing else sees it, as no other handler is attached).
-            if not others and root.level == logging.WARNING:
-                root.setLevel(logging.INFO)
