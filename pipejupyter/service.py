@@ -221,7 +221,7 @@ class ClusterService:
     """Clusters of this server process plus live views of discovered ones.
 
     ``owner_label(owner) -> str | None`` lets the face name a kernel it knows
-    (e.g. "kernel 5f2c... (analysis.ipynb)") in the 409 answer for a cluster it does
+    (e.g. "kernel 5f2c... of this server") in the 409 answer for a cluster it does
     not own.
     """
 
