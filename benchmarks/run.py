@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-MODULES = ["core", "stages", "widget_render", "rest_clusters", "slurm_start", "gateway_start"]
+MODULES = ["core", "stages", "widget_render", "rest_clusters", "panel_start", "slurm_start", "gateway_start"]
 
 
 def machine() -> str:

@@ -223,3 +223,10 @@ def test_stop_all_and_atexit_cleanup_in_a_script(isolated):
     pid = int(proc.stdout.split()[0])
     assert wait_until(lambda: not children_of(pid), timeout=10)
     assert list((isolated / "runtime").iterdir()) == []
+
+
+def test_thread_workers_profile_starts_on_loopback():
+    handle = pipejupyter.start(workers=1, overrides=["cluster_kwargs.processes=false"], timeout=60)
+    assert handle.scheduler_address.startswith("tcp://127.0.0.1:")
+    assert handle.client.submit(_inc, 4).result() == 5
+    handle.stop()

@@ -126,6 +126,9 @@ class LocalBackend(ClusterClassBackend):
             kwargs["n_workers"] = int(spec.adapt_kwargs.get("minimum", 0) or 0)
         else:
             kwargs["n_workers"] = int(spec.workers or 0)
+        if not kwargs["processes"]:
+            # Thread workers default to the inproc transport, which cannot bind a host.
+            kwargs.setdefault("protocol", "tcp://")
         if kwargs["processes"]:
             # No shell runs between us and a local worker: expand $VAR in configured values
             # here (values copied from this environment are passed exactly as they are).
