@@ -47,7 +47,7 @@ class ItemCapture:
                 self._parts.append(kept)
                 self._size += len(kept)
             self._dropped += max(0, len(text) - max(room, 0))
-            if self._emit is None:
+            if self._emit is None or room <= 0:  # past the cap, stop streaming too
                 return
             pending = self._pending.get(stream, "") + text
             cut = pending.rfind("\n") + 1

@@ -206,3 +206,27 @@ def test_a_killed_kernel_resumes_where_it_stopped(tmp_path, no_leaks):
     assert ran_after == set(range(40)) - {int(k) for k in done_before}  # only the unfinished items
     assert ran_before | ran_after == set(range(40))
     assert context.history("resume", workdir=tmp_path)[-1]["status"] == "done"
+
+
+def test_an_interrupted_stage_resumes(client, tmp_path):
+    from pipejupyter.stages import StageReporter
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    items = {str(x): (str(marks), x) for x in range(30)}
+
+    class Interrupt(StageReporter):
+        def update(self, counts):
+            if counts["done"] >= 4:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("interrupted", counted, items, client=client, workdir=tmp_path, progress=Interrupt(), batch=1)
+    assert context.history("interrupted", workdir=tmp_path)[-1]["status"] == "interrupted"
+    done = {r["key"] for r in context.items("interrupted", workdir=tmp_path) if r["status"] == "done"}
+    assert 4 <= len(done) < 30
+    time.sleep(1)  # cancelled tasks that were already running finish their file
+    before = len(list(marks.iterdir()))
+    result = run_stage("interrupted", counted, items, client=client, workdir=tmp_path, progress=None)
+    assert list(result) == [x * 10 for x in range(30)] and result.stats["skipped"] == len(done)
+    assert len(list(marks.iterdir())) - before == 30 - len(done)
