@@ -1,6 +1,6 @@
 """What goes into a worker job script, and a Job class that submits with a clean environment.
 
-Quoting rule for the exported environment (documented in docs/backends.md):
+Quoting rule for the exported environment (documented in docs/slurm.md):
 - values copied from this process (``env.pass``) are single-quoted with shlex.quote, so
   they arrive byte for byte (spaces, quotes, ``$``, backslashes);
 - values written in ``env.set`` are put in double quotes with ``"``, ``\\`` and backticks
