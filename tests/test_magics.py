@@ -12,6 +12,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
+from traitlets.config import Config
 
 from pipejupyter import discovery, magics_parser, manager
 from tests.conftest import PYTHON, ROOT, require, wait_until
@@ -21,10 +22,20 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 pytestmark = pytest.mark.filterwarnings("ignore:`Completer.complete` is pending deprecation")
 
 
+def ipython_shell() -> InteractiveShell:
+    """The process's IPython shell; created without a history file, which would otherwise live
+    in a test's temporary HOME and fail to write at interpreter exit."""
+    if InteractiveShell.initialized():
+        return InteractiveShell.instance()
+    config = Config()
+    config.HistoryManager.enabled = False
+    return InteractiveShell.instance(config=config)
+
+
 @pytest.fixture
 def shell(isolated):
     kind = manager.OWNER_KIND  # loading marks this process as a kernel: undo that for other tests
-    ip = InteractiveShell.instance()
+    ip = ipython_shell()
     ip.extension_manager.load_extension("pipejupyter")
     manager.set_owner_kind("kernel")  # already loaded by an earlier test: load() did not run again
     yield ip
