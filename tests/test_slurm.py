@@ -291,6 +291,34 @@ def test_submission_failure_after_start_is_raised_by_scale(isolated, monkeypatch
     handle.stop()
 
 
+def test_second_job_refused_at_start_leaves_nothing_queued(isolated, monkeypatch):
+    """sbatch --test-only agrees, the first real submission works, the second fails: start
+    raises sbatch's message and the job that was queued is cancelled again."""
+    before = live_children(os.getpid())
+    real = subprocess.run(["which", "sbatch"], capture_output=True, text=True, check=True).stdout.strip()
+    fake = isolated / "fakebin"
+    fake.mkdir()
+    counter = isolated / "submissions"
+    (fake / "sbatch").write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        [ "$1" = --test-only ] && exec {real} "$@"
+        echo x >> {counter}
+        # The jobs are submitted concurrently: exactly one gets through (mkdir is atomic).
+        mkdir {isolated / "first"} 2>/dev/null && exec {real} "$@"
+        echo 'sbatch: error: Batch job submission failed: Job violates accounting/QOS policy' >&2
+        exit 1
+        """))
+    (fake / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(ClusterError) as err:
+        pipejupyter.start("slurm", workers=2, overrides=SMALL, timeout=60)
+    assert "submitting a worker job failed: sbatch failed (exit 1)" in str(err.value)
+    assert "Job violates accounting/QOS policy" in str(err.value)
+    assert counter.read_text().count("x") == 2  # one job was really queued...
+    assert wait_no_jobs(isolated, timeout=30) is not None  # ...and cancelled again
+    _nothing_left(isolated, before)
+
+
 def test_dry_run_submits_nothing_and_shows_the_exact_script(isolated):
     text = manager.dry_run("slurm", workers=2, overrides=SMALL)
     assert "#SBATCH -J pipejupyter-slurm" in text and "#SBATCH -p" not in text

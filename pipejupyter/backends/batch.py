@@ -211,16 +211,16 @@ class JobQueueBackend(ClusterClassBackend):
     def scale(self, n: int) -> None:
         """Scale and wait until every new job is submitted, raising the scheduler's error."""
         cluster = self.cluster
-        with mpi_sanitized(self.spec.mpi):
-            cluster.scale(n)
-            try:
+        self.ledger.waiting = True
+        try:
+            with mpi_sanitized(self.spec.mpi):
+                cluster.scale(n)
                 cluster.sync(cluster._correct_state, callback_timeout=SUBMIT_TIMEOUT)
-            except Exception as exc:
-                failures = self.ledger.take_failures()
-                if not failures:
-                    raise ClusterError(self.redact(f"scaling to {n} failed: {type(exc).__name__}: {exc}")) from exc
-            else:
-                failures = self.ledger.take_failures()
+        except Exception as exc:
+            raise ClusterError(self.redact(f"scaling to {n} failed: {type(exc).__name__}: {exc}")) from exc
+        finally:
+            self.ledger.waiting = False
+        failures = self.ledger.take_failures()
         if failures:
             self._forget(name for name, _ in failures)
             first = failures[0][1]
@@ -229,9 +229,13 @@ class JobQueueBackend(ClusterClassBackend):
 
     def _forget(self, names) -> None:
         """Drop failed jobs so neither the model nor a later scale sees them as pending."""
+        from distributed.core import Status
+
         for name in set(names):
             self.cluster.worker_spec.pop(name, None)
-            self.cluster.workers.pop(name, None)
+            job = self.cluster.workers.pop(name, None)
+            if job is not None:
+                job.status = Status.failed  # SpecCluster's close() checks every job it made
 
     def adapt(self, minimum: int, maximum: int, **kwargs: Any) -> None:
         if minimum > 0:

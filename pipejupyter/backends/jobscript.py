@@ -86,6 +86,7 @@ class Ledger:
     def __init__(self) -> None:
         self.jobs: dict[str, str] = {}  # job id -> the name dask-jobqueue gave the job
         self.failures: list[tuple[str, str]] = []  # (worker name, message)
+        self.waiting = False  # a scale() waits for these submissions and raises failures
 
     @property
     def job_ids(self) -> list[str]:
@@ -120,6 +121,7 @@ def make_job_class(
     """A subclass of a dask-jobqueue Job that submits and cancels with ``environ()``,
     records job ids and failures in ``ledger``, and adds the scheduler probe."""
     import dask
+    from distributed.core import Status
 
     command = base.submit_command.split()[0] if base.submit_command else "submit"
 
@@ -149,8 +151,14 @@ def make_job_class(
             try:
                 await super().start()
             except Exception as exc:
-                self._ledger.failures.append((str(self.name), submit_error_text(exc, command)))
-                raise
+                # Recorded, not raised: dask would only log the traceback from a background
+                # task. The backend's scale() raises it, and drops this job from the cluster.
+                message = submit_error_text(exc, command)
+                self._ledger.failures.append((str(self.name), message))
+                log = logger.debug if self._ledger.waiting else logger.warning
+                log("worker job %s was not submitted: %s", self.name, message)
+                self.status = Status.running  # what ProcessInterface.__await__ insists on
+                return
             if self.job_id:
                 self._ledger.jobs[str(self.job_id)] = str(self.name)
 
