@@ -187,6 +187,58 @@ def test_nested_submission_from_inside_an_sbatch_job(isolated):
     assert raw["srun_rc"] != 0 and "mutually exclusive" in raw["srun_err"]
 
 
+UNDER_MPIRUN = """
+import json, os, sys
+
+def mpi_names():
+    import os
+    return sorted(n for n in os.environ if n.startswith(("OMPI_", "PMIX_", "PRTE_")))
+
+report = {"launcher": len(mpi_names())}
+if sys.argv[1] == "ours":
+    import pipejupyter
+    handle = pipejupyter.start("slurm", workers=1, overrides=["cluster_kwargs.memory=500MiB", "cluster_kwargs.walltime=00:10:00"], timeout=300)
+    report["job"] = handle.client.submit(mpi_names).result(timeout=120)
+    handle.stop()
+else:
+    from dask_jobqueue import SLURMCluster
+    from distributed import Client
+    cluster = SLURMCluster(cores=1, processes=1, memory="500MiB", walltime="00:10:00",
+                           scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+    client = Client(cluster)
+    cluster.scale(1)
+    client.wait_for_workers(1, timeout=300)
+    report["job"] = client.submit(mpi_names).result(timeout=120)
+    client.close()
+    cluster.close()
+print("REPORT " + json.dumps(report))
+"""
+
+
+@pytest.mark.mpi
+def test_mpi_launch_variables_never_reach_the_job(isolated):
+    """A notebook or script under mpirun: sbatch (which exports its whole environment)
+    must not hand the rank's OMPI_*/PMIX_* identity to the worker jobs."""
+    import shutil
+
+    from tests.conftest import require
+
+    require(shutil.which("mpirun") is not None, "OpenMPI's mpirun (ci/mpi.sh)")
+    script = isolated / "work" / "under_mpirun.py"
+    script.write_text(UNDER_MPIRUN)
+    mpirun = ["mpirun", "-n", "1", *(["--allow-run-as-root"] if os.geteuid() == 0 else [])]
+    reports = {}
+    for mode in ("ours", "raw"):
+        done = subprocess.run([*mpirun, sys.executable, str(script), mode], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=isolated / "work")
+        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("REPORT ")), None)
+        assert line, f"{mode}: {done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        reports[mode] = json.loads(line[len("REPORT "):])
+    assert reports["ours"]["launcher"] > 10  # really under mpirun
+    assert reports["ours"]["job"] == []
+    assert len(reports["raw"]["job"]) > 10  # without sanitization they do arrive
+
+
 KERNEL_CELL = """
 import pipejupyter
 h = pipejupyter.start("slurm", workers=3, wait=False, overrides=["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"])
