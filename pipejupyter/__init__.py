@@ -19,6 +19,7 @@ _LAZY = {
     "stop_all": "pipejupyter.manager",
     "dry_run": "pipejupyter.manager",
     "get": "pipejupyter.manager",
+    "use": "pipejupyter.manager",
     "ClusterHandle": "pipejupyter.manager",
     "load_config": "pipejupyter.config",
     "ClusterSpec": "pipejupyter.models",

@@ -112,7 +112,8 @@ class ClusterHandle:
             try:
                 identity = self._identity(timeout)
             except Exception as exc:  # any failure to reach the scheduler means lost, not a crash
-                if self.status is not ClusterStatus.STARTING:
+                # Only a running cluster becomes lost (a concurrent stop() must stay stopped).
+                if self.status in (ClusterStatus.RUNNING, ClusterStatus.LOST):
                     self.status = ClusterStatus.LOST
                     self.error = self._safe(f"scheduler not reachable: {type(exc).__name__}: {exc}")
             else:
