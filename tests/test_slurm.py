@@ -93,6 +93,15 @@ def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
     print(f"queue empty {seconds:.1f} s after stop()")
 
 
+def test_stop_cancels_pending_jobs_too(isolated):
+    handle = pipejupyter.start("slurm", workers=3, wait=False, overrides=SMALL, timeout=120)
+    handle.wait_for_workers(2, timeout=120)
+    assert len(jobs_under(isolated)) == 3
+    handle.stop()
+    seconds = wait_no_jobs(isolated, timeout=30)
+    assert seconds is not None and seconds < 10, jobs_under(isolated)
+
+
 def test_environment_reaches_the_job_exactly(isolated, monkeypatch):
     monkeypatch.setenv("PJ_TRICKY", "spaces  and 'single' \"double\" $HOME `x` \\ back")
     cfg = isolated / "env.yaml"
