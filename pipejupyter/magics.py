@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 
 from . import magics_parser
 from .errors import PipejupyterError
@@ -43,6 +43,7 @@ class PipeclusterMagics(Magics):
         return run_line(self.shell, line)
 
     @cell_magic
+    @no_var_expand  # --over takes a Python expression: {k: v ...} must not be read as $-style expansion
     def pipestage(self, line: str, cell: str):
         """Run the cell as a pipeline stage on the current cluster (see %%pipestage -h)."""
         try:

@@ -102,3 +102,9 @@ def test_over_takes_an_unquoted_expression():
         parse("x --over")
     with pytest.raises(UsageError, match="cannot split"):
         parse("x --over 'unbalanced")
+
+
+def test_over_is_not_variable_expanded(shell):
+    shell.user_ns["n"] = 5
+    result, _ = stage(shell, "expr --over {n} --progress none", "item * 10")  # a set, not "5"
+    assert list(result) == [50]
