@@ -28,6 +28,8 @@ Emit = Callable[[str, str], None]  # (text, stream)
 class ItemCapture:
     """What one item printed and logged, plus the CASA commands it ran."""
 
+    __slots__ = ("_parts", "_size", "_dropped", "_emit", "_pending", "_lock", "commands")
+
     def __init__(self, emit: Emit | None = None) -> None:
         self._parts: list[str] = []
         self._size = 0
@@ -64,6 +66,8 @@ class ItemCapture:
 
     def close(self) -> None:
         """Emit what is left of unterminated lines."""
+        if not self._pending:
+            return
         with self._lock:
             pending, self._pending = self._pending, {}
         if self._emit is not None:
@@ -72,6 +76,8 @@ class ItemCapture:
                     self._send(text + "\n", stream)
 
     def text(self) -> str:
+        if not self._parts:
+            return ""
         with self._lock:
             out = "".join(self._parts)
             if self._dropped:
@@ -84,15 +90,25 @@ def current() -> ItemCapture | None:
     return getattr(_state, "capture", None)
 
 
+def enter(capture: ItemCapture) -> ItemCapture | None:
+    """Make ``capture`` this thread's; returns the previous one for ``leave``."""
+    previous = getattr(_state, "capture", None)
+    _state.capture = capture
+    return previous
+
+
+def leave(previous: ItemCapture | None, capture: ItemCapture) -> None:
+    _state.capture = previous
+    capture.close()
+
+
 @contextlib.contextmanager
 def capturing(capture: ItemCapture) -> Iterator[ItemCapture]:
-    previous = current()
-    _state.capture = capture
+    previous = enter(capture)
     try:
         yield capture
     finally:
-        _state.capture = previous
-        capture.close()
+        leave(previous, capture)
 
 
 def write(text: str, stream: str = "stdout") -> None:
