@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PipejupyterError
+from .processes import pid_alive
 from .results import ItemFailure, StageResult
 
 DIRNAME = ".pipejupyter"
@@ -241,24 +242,9 @@ def history(stage: str | None = None, *, workdir: str | os.PathLike | None = Non
         runs = [dict(zip(cols, row, strict=True)) for row in conn.execute(query + " ORDER BY id", args)]
     here = socket.gethostname()
     for run in runs:
-        if run["status"] == "running" and run["host"] == here and not _alive(run["pid"]):
+        if run["status"] == "running" and run["host"] == here and not pid_alive(run["pid"]):
             run["status"] = "killed"
     return runs
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def items(stage: str, *, workdir: str | os.PathLike | None = None) -> list[dict[str, Any]]:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .processes import pid_alive
+
 VERSION = 1
 
 
@@ -64,23 +66,7 @@ def owner_alive(owner: dict[str, Any]) -> bool:
     """True unless we can tell the owner process is gone (other hosts: unknown, so True)."""
     if owner.get("host") != socket.gethostname():
         return True
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped) is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
+    return pid_alive(owner.get("pid"))
 
 def scheduler_reachable(address: str | None, timeout: float = 0.5) -> bool:
     """A cheap TCP connect to the scheduler (no Dask handshake)."""
