@@ -35,7 +35,8 @@ def runtime_dir() -> Path:
     return base / "pipejupyter"
 
 
-def _path(cluster_id: str) -> Path:
+def record_path(cluster_id: str) -> Path:
+    """Where the discovery file of cluster ``cluster_id`` lives."""
     return runtime_dir() / f"cluster-{cluster_id}.json"
 
 
@@ -43,7 +44,7 @@ def write(record: dict[str, Any]) -> Path:
     """Write atomically (readers never see half a file); only the owner can read it."""
     directory = runtime_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    target = _path(record["id"])
+    target = record_path(record["id"])
     fd, tmp = tempfile.mkstemp(prefix=".cluster-", suffix=".json", dir=directory)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -59,7 +60,7 @@ def write(record: dict[str, Any]) -> Path:
 
 def remove(cluster_id: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        _path(cluster_id).unlink()
+        record_path(cluster_id).unlink()
 
 
 def owner_alive(owner: dict[str, Any]) -> bool:

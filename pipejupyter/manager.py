@@ -155,6 +155,7 @@ def start(
             raise ClusterError(f"a cluster named {name!r} is already running in this process")
         handle = ClusterHandle(spec, backend, name or _unique_name(spec.profile), owned=backend.owns_cluster)
         _registry[handle.id] = handle
+        backend.record_id = handle.id
     timeout = timeout if timeout is not None else (spec.wait_timeout or DEFAULT_TIMEOUT)
     try:
         with dask.config.set(spec.dask_config or {}):

@@ -141,6 +141,9 @@ class Backend:
         self.spec = spec
         self.env = env
         self.cluster: Any = None
+        # The id of the cluster's discovery record, set by the manager before start():
+        # a backend whose cluster outlives this process (gateway) hands it to its reaper.
+        self.record_id: str | None = None
 
     def dry_run(self) -> str:
         """What would be started, as text; batch backends add their job script."""

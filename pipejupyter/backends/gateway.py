@@ -35,6 +35,7 @@ from .gateway_session import (
     auth_description,
     auth_secrets,
     build_auth,
+    start_reaper,
 )
 from .remote_env import remote_environment
 
@@ -189,6 +190,8 @@ class GatewayBackend(Backend):
         self._attached = False  # True: someone else's cluster, never shut down from here
         self._requested = 0
         self._adaptive = False
+        self._auth: Any = None
+        self._reaper: Any = None  # stops the cluster if this process dies (see reaper.py)
 
     def _environment(self) -> tuple[dict[str, str], list[str]]:
         return remote_environment(self.env, self.spec.env.get("pass") or (), "gateway")
@@ -196,7 +199,7 @@ class GatewayBackend(Backend):
     def _open_session(self) -> GatewaySession:
         opts = self.spec.options
         auth_block = opts.get("auth")
-        auth = build_auth(auth_block, key=f"profiles.{self.spec.profile}.auth", source=self.spec.origin_of("auth"))
+        self._auth = auth = build_auth(auth_block, key=f"profiles.{self.spec.profile}.auth", source=self.spec.origin_of("auth"))
         return GatewaySession(
             opts.get("address"),
             proxy_address=opts.get("proxy_address"),
@@ -220,8 +223,11 @@ class GatewayBackend(Backend):
                 warnings.warn(problem, GatewayEnvironmentWarning, stacklevel=2)
                 logger.warning("%s", problem)
             self._name = session.submit(submit)
+            self._reaper = start_reaper(session, self._name, self._auth, self.record_id)
             timeout = float(self.spec.wait_timeout or DEFAULT_START_TIMEOUT)
             self._report = session.wait_running(self._name, timeout)
+            if self._reaper is not None and not self._reaper.confirm():
+                logger.warning("gateway cluster %s: its reaper did not start; a killed kernel would leave it", self._name)
         except BaseException:
             try:
                 self.close(timeout=20)  # nothing half-started: the cluster, if submitted, goes
@@ -303,8 +309,14 @@ class GatewayBackend(Backend):
         try:
             if name is not None and not self._attached:
                 session.stop(name, timeout=timeout)
+            self._release_reaper()  # not when stopping failed: it tries again when we die
         finally:
             session.close()
+
+    def _release_reaper(self) -> None:
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.release()
 
     def disconnect(self) -> None:
         """Forget an attached cluster without stopping it."""

@@ -284,3 +284,34 @@ class GatewaySession:
 
     def __repr__(self) -> str:
         return f"<GatewaySession {self.address}>"
+
+
+# -- when the owner dies -----------------------------------------------------------------
+
+
+def stop_detached(address: str, proxy_address: str | None, auth: Any, name: str, timeout: float = 60.0) -> None:
+    """Stop gateway cluster ``name`` from another process (the reaper); gone already is fine."""
+    with GatewaySession(address, proxy_address=proxy_address, auth=auth, timeout=15.0) as session:
+        try:
+            session.stop(name, timeout=timeout)
+        except UnknownCluster:
+            pass
+
+
+def start_reaper(session: GatewaySession, name: str, auth: Any, record_id: str | None):
+    """A reaper that stops cluster ``name`` if this process dies first; None if it cannot start."""
+    import functools
+    import logging
+
+    from .. import discovery
+    from ..reaper import Order, Reaper
+
+    stop = functools.partial(stop_detached, session.address, session.gateway.proxy_address, auth, name)
+    record = str(discovery.record_path(record_id)) if record_id else None
+    try:
+        return Reaper.start(Order(f"gateway cluster {name}", stop, record))
+    except Exception as exc:  # the cluster still works; only a killed owner would leak it
+        logging.getLogger(__name__).warning(
+            "gateway cluster %s: no reaper (%s); if this process is killed, stop the cluster with "
+            "`pipejupyter stop`", name, redact_text(str(exc), session._secrets))
+        return None
