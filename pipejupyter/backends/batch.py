@@ -142,7 +142,13 @@ class JobQueueBackend(ClusterClassBackend):
                 options.setdefault(key, spec.scheduler[key])
         kwargs["scheduler_options"] = options
         if spec.security and "security" not in kwargs:
-            kwargs["security"] = _security(spec.security)
+            kwargs["security"] = _security(spec.security, spec.origin_of("security"))
+        if kwargs.get("security") and not kwargs.get("shared_temp_directory") and not dask.config.get(
+            f"jobqueue.{config_name}.shared-temp-directory", None
+        ):
+            # Temporary certificates are written to files the worker jobs read (mode 0600,
+            # removed at stop): beside the job logs, on the filesystem the logs already share.
+            kwargs["shared_temp_directory"] = self.log_directory
         kwargs.setdefault("silence_logs", "error")
         kwargs.setdefault("job_cls", make_job_class(
             klass.job_cls, environ=self.submission_environ, ledger=self.ledger, probe=probe
@@ -182,6 +188,10 @@ class JobQueueBackend(ClusterClassBackend):
         text += f"# job script ({self.submit_command}); at start the scheduler address is filled in and a\n"
         text += "# line before the worker command ends the job at once if that scheduler is gone:\n"
         text += self.redact(script)
+        if self.spec.security:
+            text += ("# security: the scheduler listens on tls://; at start each job gets --tls-ca-file, "
+                     "--tls-cert and --tls-key options naming certificate files (temporary ones are written "
+                     "beside the job logs unless shared_temp_directory says otherwise)\n")
         for line in self.preflight_notes(script):
             text += f"# {line}\n"
         return text
@@ -205,6 +215,8 @@ class JobQueueBackend(ClusterClassBackend):
             )
         self.preflight()
         kwargs = self.cluster_kwargs()
+        if kwargs.get("shared_temp_directory"):
+            Path(kwargs["shared_temp_directory"]).mkdir(parents=True, exist_ok=True)
         with mpi_sanitized(self.spec.mpi):
             self.cluster = klass(**kwargs)
 
@@ -244,10 +256,12 @@ class JobQueueBackend(ClusterClassBackend):
             self.cluster.adapt(minimum=minimum, maximum=maximum, **kwargs)
 
     def close(self, timeout: float = 20) -> None:
+        cluster = self.cluster
         try:
             super().close(timeout)
         finally:
             self.cancel_leftovers()
+            _remove_certificate_files(cluster)
 
     def cancel_leftovers(self) -> None:
         """Cancel jobs that closing did not (still being submitted, adaptive races)."""
@@ -306,10 +320,22 @@ def _missing_ancestors(path: Path) -> list[Path]:
     return missing
 
 
-def _security(value: Any) -> Any:
+def _remove_certificate_files(cluster: Any) -> None:
+    """dask-jobqueue writes temporary certificates for the jobs to files it deletes only
+    when the cluster object is collected; a stopped cluster must not leave its key behind."""
+    for attr, value in list(vars(cluster).items()) if cluster is not None else ():
+        if attr.startswith("_job_") and hasattr(value, "close") and hasattr(value, "name"):
+            with contextlib.suppress(OSError):
+                value.close()  # a NamedTemporaryFile: closing removes it
+
+
+def _security(value: Any, source: str | None) -> Any:
+    """What dask-jobqueue's ``security=`` takes: True makes temporary certificates itself."""
+    from ..security import make_security
+
     if value in (True, "tls", "temporary"):
         return True
-    return value
+    return make_security(value, source=source)
 
 
 def _default_job_name(spec: ClusterSpec, config_name: str, fallback: str) -> None:
