@@ -175,17 +175,46 @@ def bench_errors() -> list[tuple[str, float, str, float, str]]:
     return rows
 
 
+NO_GATEWAY = "no gateway: run `ci/gateway.sh start && . .ci-state/gateway/env.sh` first"
+
+
+def _prepare() -> None:
+    """A private working directory (with the bench profile) and runtime directory."""
+    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    os.environ["PIPEJUPYTER_RUNTIME_DIR"] = str(work / "runtime")
+    os.chdir(work)
+    write_config(work)
+
+
+def bench(repeat: int = 3) -> list[dict]:
+    """Rows for benchmarks/run.py (the working directory and environment are restored)."""
+    if not (ADDRESS and os.environ.get(PASSWORD_VAR)):
+        return [{"name": "gateway start", "skipped": NO_GATEWAY}]
+    cwd, runtime = os.getcwd(), os.environ.get("PIPEJUPYTER_RUNTIME_DIR")
+    _prepare()
+    try:
+        times = bench_start(repeat)
+        ours, raw = statistics.median(times["ours"]), statistics.median(times["raw"])
+        rows = [{"name": "gateway start to 2 workers vs raw dask-gateway client", "ours": ours, "baseline": raw}]
+        for label, t_ours, _, t_raw, _ in bench_errors():
+            rows.append({"name": f"gateway error, {label} vs raw (raw cut at 20 s)", "ours": t_ours, "baseline": t_raw})
+    finally:
+        os.chdir(cwd)
+        if runtime is None:
+            os.environ.pop("PIPEJUPYTER_RUNTIME_DIR", None)
+        else:
+            os.environ["PIPEJUPYTER_RUNTIME_DIR"] = runtime
+    return [{**r, "ratio": r["ours"] / r["baseline"], "unit": "s"} for r in rows]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     if not (ADDRESS and os.environ.get(PASSWORD_VAR)):
-        print("no gateway: run `ci/gateway.sh start && . .ci-state/gateway/env.sh` first", file=sys.stderr)
+        print(NO_GATEWAY, file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    os.environ["PIPEJUPYTER_RUNTIME_DIR"] = str(work / "runtime")
-    os.chdir(work)
-    write_config(work)
+    _prepare()
     print(f"gateway {ADDRESS}, user {USER}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     times = bench_start(args.repeat)

@@ -43,6 +43,7 @@ def main() -> int:
             rows.append({"name": name, "skipped": f"not available: {exc}"})
             continue
         if not hasattr(module, "bench"):
+            rows.append({"name": name, "skipped": "the module has no bench()"})
             continue
         try:
             rows.extend(module.bench())

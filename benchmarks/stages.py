@@ -39,7 +39,7 @@ def _time(fn):
     return time.perf_counter() - start, value
 
 
-def main() -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="threads per worker")
@@ -47,8 +47,41 @@ def main() -> None:
     parser.add_argument("--sleepy", type=int, default=20_000)
     parser.add_argument("--item-ms", type=float, default=1.0)
     parser.add_argument("--unbatched", action="store_true", help="also run_stage with batch=1 on the sleepy items")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def bench() -> list[dict]:
+    """Rows for benchmarks/run.py: ours next to client.map + gather, and next to the floor."""
+    args = parse([])
+    m, n = measure(args), args.noop
+    rows = [
+        {"name": f"stage: {n:,} no-op items, persisted vs client.map + gather", "ours": m["on"], "baseline": m["raw"]},
+        {"name": f"stage: {n:,} no-op items, not persisted vs client.map + gather", "ours": m["off"], "baseline": m["raw"]},
+        {"name": f"stage: {args.sleepy:,} x 1 ms items, auto batching vs client.map + gather", "ours": m["stage"], "baseline": m["raw2"]},
+        {"name": f"stage: {args.sleepy:,} x 1 ms items vs compute floor (items x 1 ms / threads)", "ours": m["stage"], "baseline": m["floor"]},
+        {"name": "stage: ... vs the time workers spent inside items in that run", "ours": m["stage"], "baseline": m["busy"]},
+    ]
+    return [{**r, "ratio": r["ours"] / r["baseline"], "unit": "s"} for r in rows]
+
+
+def main() -> None:
+    args = parse()
+    m = measure(args)
+    rows, floor, busy = m["rows"], m["floor"], m["busy"]
+    t_on, t_off, t_raw, t_raw2, t_stage = m["on"], m["off"], m["raw"], m["raw2"], m["stage"]
+    print(f"\nLocalCluster: {args.workers} workers x {args.threads} thread(s), {os.cpu_count()} CPUs\n")
+    print(f"{'workload':<18} {'how':<48} {'seconds':>8} {'items/s':>10}  ratio")
+    for workload, how, t, ratio in rows:
+        count = int(workload.split()[0].replace(",", ""))
+        print(f"{workload:<18} {how:<48} {t:8.2f} {count / t:10,.0f}  {ratio}")
+    print(f"\nno-op: run_stage/raw time ratio, persistence on {t_on / t_raw:.3f}, off {t_off / t_raw:.3f}")
+    print(f"{args.item_ms:g} ms items: run_stage {t_stage / floor:.3f}x floor ({t_stage / busy:.3f}x the recorded item time), "
+          f"client.map {t_raw2 / floor:.3f}x floor, run_stage {t_raw2 / t_stage:.2f}x faster than client.map")
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} (1 min)")
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every workload on one LocalCluster; the times in seconds and the printable rows."""
     from functools import partial
 
     from distributed import Client, LocalCluster
@@ -64,6 +97,7 @@ def main() -> None:
         host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40,
     ) as cluster, Client(cluster) as client:
         threads = args.workers * args.threads
+        previous = os.getcwd()
         os.chdir(tmp)
         # warm-up: imports and connections on every worker
         client.gather(client.map(noop, range(200), pure=False))
@@ -100,16 +134,9 @@ def main() -> None:
 
         busy = sum(r["finished"] - r["started"] for r in context.items("sleepy", workdir=tmp)) / threads
         rows.append((f"{m:,} x {args.item_ms:g} ms", "floor from item times recorded in that run", busy, f"{busy / floor:.2f}x floor"))
-
-    print(f"\nLocalCluster: {args.workers} workers x {args.threads} thread(s), {os.cpu_count()} CPUs\n")
-    print(f"{'workload':<18} {'how':<48} {'seconds':>8} {'items/s':>10}  ratio")
-    for workload, how, t, ratio in rows:
-        count = int(workload.split()[0].replace(",", ""))
-        print(f"{workload:<18} {how:<48} {t:8.2f} {count / t:10,.0f}  {ratio}")
-    print(f"\nno-op: run_stage/raw time ratio, persistence on {t_on / t_raw:.3f}, off {t_off / t_raw:.3f}")
-    print(f"{args.item_ms:g} ms items: run_stage {t_stage / floor:.3f}x floor ({t_stage / busy:.3f}x the recorded item time), "
-          f"client.map {t_raw2 / floor:.3f}x floor, run_stage {t_raw2 / t_stage:.2f}x faster than client.map")
-    print(f"load average during the run: {os.getloadavg()[0]:.2f} (1 min)")
+        os.chdir(previous)  # leave the temporary directory before it goes
+    return {"rows": rows, "raw": t_raw, "on": t_on, "off": t_off, "raw2": t_raw2, "stage": t_stage,
+            "floor": floor, "busy": busy}
 
 
 def _measure_sleep(seconds: float, n: int = 500) -> float:

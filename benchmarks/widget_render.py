@@ -93,6 +93,16 @@ def measure(n: int) -> dict[str, float]:
         widget.close()
 
 
+def bench() -> list[dict]:
+    """Rows for benchmarks/run.py: one widget refresh next to json.dumps of the same model."""
+    rows = []
+    for n in SIZES:
+        r = measure(n)
+        rows.append({"name": f"widget refresh, {n} workers (synthetic model) vs json.dumps(model)",
+                     "ours": r["update"] / 1000, "baseline": r["json"] / 1000, "ratio": r["update"] / r["json"], "unit": "s"})
+    return rows
+
+
 def main() -> None:
     print(f"{'workers':>8} {'json ms':>9} {'html ms':>9} {'text ms':>9} {'update ms':>10} {'bundle ms':>10}"
           f" {'html/json':>10} {'update/json':>12} {'html KiB':>9}")
