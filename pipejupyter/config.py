@@ -176,6 +176,9 @@ class Config:
         )
         _apply_sizing_arguments(spec, workers, adapt)
         backend.finalize(spec)
+        from .security import check_security
+
+        check_security(spec, backend)
         return spec
 
     def _spec_origin(self, name: str) -> dict[str, str]:

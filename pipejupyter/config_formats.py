@@ -20,7 +20,7 @@ ENV = S.Field(
     "worker environment",
     children={
         "pass": S.Field("str-list", "names or glob patterns copied from this process to workers"),
-        "set": S.Field("str-map", "variables set on workers; $VAR stays for the worker's shell"),
+        "set": S.Field("str-map", "variables set on workers; $VAR: expanded here for local workers, for the node's shell in job scripts"),
         "redact": S.Field("str-list", "extra glob patterns whose values are never displayed"),
     },
 )
@@ -58,7 +58,7 @@ PROFILE_KEYS: dict[str, S.Field] = {
     "scheduler": SCHEDULER,
     "dask_config": S.Field("map", "Dask configuration set while the cluster is created", nullable=True),
     "casaconfig": S.Field("map", "CASA settings forwarded to the workers", nullable=True),
-    "security": S.Field("any", "transport security: null, or tls", nullable=True),
+    "security": S.Field("any", "transport security: null, tls (temporary certificates), or {ca_file, cert, key} (PEM files)", nullable=True),
     "wait_timeout": S.Field("number", "seconds start() waits for workers", minimum=0, nullable=True),
 }
 

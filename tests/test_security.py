@@ -58,3 +58,55 @@ def test_scheduler_dashboard_and_workers_bind_loopback_by_default():
         assert all(addr.ip in ("127.0.0.1", "::1") for addr in listening), listening
     finally:
         handle.stop()
+
+
+def _config_file(directory, profiles: dict):
+    import yaml
+
+    path = directory / "profiles.yaml"
+    path.write_text(yaml.safe_dump({"pipecluster": {"profiles": profiles}}))
+    return path
+
+
+def _pem_files(directory) -> dict:
+    """A CA, certificate and key as PEM files (from distributed's temporary credentials)."""
+    from distributed.security import Security
+
+    made = Security.temporary()
+    files = {}
+    for name, text in (("ca_file", made.tls_ca_file), ("cert", made.tls_client_cert), ("key", made.tls_client_key)):
+        path = directory / f"{name}.pem"
+        path.write_text(text)
+        files[name] = str(path)
+    return files
+
+
+def test_certificate_files_for_a_local_cluster_and_an_address_profile_that_connects_to_it(tmp_path):
+    files = _pem_files(tmp_path)
+    owner = pipejupyter.start(workers=1, overrides={"security": files}, timeout=60, set_default=False)
+    try:
+        assert owner.scheduler_address.startswith("tls://")
+        settings = _config_file(tmp_path, {"there": {"backend": "address", "address": owner.scheduler_address}})
+        guest = pipejupyter.start("there", config=settings, overrides={"security": files}, set_default=False, timeout=20)
+        assert guest.client.submit(sum, [4, 5]).result() == 9
+        guest.stop()
+        # Without the files: refused, nothing kept.
+        with pytest.raises(pipejupyter.errors.ClusterError):
+            pipejupyter.start("there", config=settings, set_default=False, timeout=5)
+        assert [h.id for h in pipejupyter.clusters()] == [owner.id]
+    finally:
+        owner.stop()
+
+
+@pytest.mark.parametrize("backend,body,says", [
+    ("gateway", {"address": "http://127.0.0.1:9"}, "a gateway secures its clusters itself"),
+    ("kubernetes", {}, "set TLS up in the pod specs"),
+    ("address", {"address": "tls://127.0.0.1:9"}, "give the files of the scheduler's certificates"),
+])
+def test_security_a_backend_cannot_honour_is_refused_before_anything_starts(tmp_path, backend, body, says):
+    settings = _config_file(tmp_path, {"p": {"backend": backend, "security": "tls", **body}})
+    with pytest.raises(ConfigError) as err:
+        pipejupyter.dry_run("p", config=settings)
+    text = str(err.value)
+    assert says in text and "profiles.p.security" in text and f"the {backend} backend cannot use security tls" in text
+    assert pipejupyter.clusters() == []

@@ -13,6 +13,8 @@ from .base import Backend
 class AddressBackend(Backend):
     name = "address"
     owns_cluster = False
+    security_forms = ("files",)
+    security_note = "temporary certificates are made for clusters we start; give the files of the scheduler's certificates"
     profile_keys = {"address": Field("str", "scheduler address, e.g. tcp://host:8786")}
 
     @classmethod
@@ -21,6 +23,14 @@ class AddressBackend(Backend):
 
     def start(self) -> None:
         self._address = self.spec.options["address"]
+
+    def make_client(self, **kwargs: Any):
+        from distributed import Client
+
+        from ..security import make_security
+
+        security = make_security(self.spec.security, source=self.spec.origin_of("security"))
+        return Client(self._address, **({"security": security} if security else {}), **kwargs)
 
     @property
     def scheduler_address(self) -> str | None:

@@ -54,6 +54,9 @@ class Backend:
     batch: ClassVar[bool] = False
     #: False when the cluster belongs to someone else (connected by address)
     owns_cluster: ClassVar[bool] = True
+    #: which ``security`` forms the backend honours: "tls" (temporary), "files" (PEM paths)
+    security_forms: ClassVar[tuple[str, ...]] = ()
+    security_note: ClassVar[str] = "it does not pass TLS settings to its cluster"
 
     # -- resolve time -------------------------------------------------------------
     @classmethod

@@ -63,6 +63,7 @@ class JobQueueBackend(ClusterClassBackend):
 
     name = "jobqueue"
     extra = "jobqueue"
+    security_forms = ("tls", "files")
     requires = ("dask_jobqueue",)
     batch = True
     #: dask-jobqueue's config section (jobqueue.<name>.*) and the submit command

@@ -73,6 +73,7 @@ AUTH = Field(
 class GatewayBackend(Backend):
     name = "gateway"
     extra = "gateway"
+    security_note = "a gateway secures its clusters itself (TLS with the gateway's certificates); remove security"
     requires = ("dask_gateway",)
     cluster_classes = ("dask_gateway.GatewayCluster", "dask_gateway.client.GatewayCluster")
     profile_keys = {

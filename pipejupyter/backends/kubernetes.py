@@ -41,6 +41,7 @@ PROFILE_KWARGS = {"image": "image", "namespace": "namespace", "resources": "reso
 class KubernetesBackend(ClusterClassBackend):
     name = "kubernetes"
     extra = "kubernetes"
+    security_note = "set TLS up in the pod specs (dask-kubernetes), not in the profile"
     requires = ("dask_kubernetes",)
     cluster_classes = ("dask_kubernetes.operator.KubeCluster", "dask_kubernetes.operator.kubecluster.KubeCluster")
     profile_keys = {

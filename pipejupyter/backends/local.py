@@ -60,6 +60,7 @@ def _make_sanitized_nanny():
 
 class LocalBackend(ClusterClassBackend):
     name = "local"
+    security_forms = ("tls", "files")
     cluster_classes = ("distributed.LocalCluster", "dask.distributed.LocalCluster", "distributed.deploy.local.LocalCluster")
 
     @classmethod
