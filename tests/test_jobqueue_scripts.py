@@ -248,9 +248,15 @@ def test_batch_defaults_loopback_one_worker_death_timeout(isolated, monkeypatch)
     assert spec.cluster_kwargs["death_timeout"] == 60
     assert spec.cluster_kwargs["job_name"] == "pipejupyter-slurm"
     assert "queue" not in spec.cluster_kwargs
-    # An interface means "bind there": no loopback default then.
+    # An interface means "bind there": no loopback default then, and the dashboard follows
+    # the scheduler to that interface (never every interface).
     spec = load_config(overrides=["profiles.slurm.cluster_kwargs.interface=lo"]).resolve("slurm")
-    assert "host" not in spec.scheduler and spec.scheduler["dashboard_address"] == ":0"
+    assert "host" not in spec.scheduler and spec.scheduler["dashboard_address"] == "127.0.0.1:0"
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["profiles.slurm.cluster_kwargs.interface=nosuch0"]).resolve("slurm")
+    text = str(err.value)
+    assert "interface 'nosuch0' has no IPv4 address" in text and "profiles.slurm.cluster_kwargs.interface" in text
+    assert "accepted: " in text and "lo" in text
 
 
 def test_inside_a_slurm_job_queue_and_job_name_follow_it(isolated, monkeypatch):
@@ -313,3 +319,4 @@ def test_sbatch_runs_without_mpi_or_enclosing_job_variables(isolated, monkeypatc
     assert not [k for k in environ if k.startswith(("OMPI_", "PMIX_"))]
     assert "SLURM_JOB_ID" not in environ and "SLURM_MEM_PER_CPU" not in environ
     assert "SLURM_CONF" in environ and "PATH" in environ
+

@@ -82,7 +82,9 @@ class JobQueueBackend(ClusterClassBackend):
         if not ({"host", "interface"} & set(options) or kwargs.get("interface")):
             spec.scheduler.setdefault("host", "127.0.0.1")
         if spec.scheduler.get("dashboard_address") is None and "dashboard_address" not in options:
-            host = spec.scheduler.get("host")
+            # The dashboard listens where the scheduler does: never every interface by default.
+            interface = options.get("interface") or kwargs.get("interface")
+            host = spec.scheduler.get("host") or options.get("host") or (_interface_address(spec, interface) if interface else None)
             spec.scheduler["dashboard_address"] = f"{host}:0" if host else ":0"
         kwargs.setdefault("death_timeout", DEFAULT_DEATH_TIMEOUT)
 
@@ -319,6 +321,23 @@ def _missing_ancestors(path: Path) -> list[Path]:
         missing.append(path)
         path = path.parent
     return missing
+
+
+def _interface_address(spec: ClusterSpec, interface: str) -> str:
+    """The IPv4 address of a network interface of this machine (where the scheduler runs)."""
+    import socket
+
+    import psutil
+
+    addresses = psutil.net_if_addrs()
+    for entry in addresses.get(interface, []):
+        if entry.family == socket.AF_INET:
+            return entry.address
+    key = "cluster_kwargs.interface"
+    raise ConfigError(
+        f"interface {interface!r} has no IPv4 address on this machine, where the scheduler runs",
+        key=f"profiles.{spec.profile}.{key}", source=spec.origin_of(key), accepted=", ".join(sorted(addresses)),
+    )
 
 
 def _remove_certificate_files(cluster: Any) -> None:
