@@ -13,17 +13,11 @@ import pytest
 
 import pipejupyter
 from pipejupyter import discovery
+from pipejupyter.processes import pid_alive as _alive  # a zombie counts as gone
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def test_scheduler_killed_shows_lost_and_a_new_start_works(tmp_path):

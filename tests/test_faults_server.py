@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import pytest
 
 from pipejupyter import discovery
+from pipejupyter.processes import pid_alive as _alive  # a zombie counts as gone
 from tests.conftest import children_of, wait_until
 from tests.lab_support import LabServer
 from tests.slurm_support import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (slurm_clean: fixture)
@@ -28,14 +29,6 @@ pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 GONE_WITHIN = 30.0
 SLURM_SMALL = {"cluster_kwargs.memory": "1GiB", "cluster_kwargs.walltime": "00:20:00"}
 
-
-def _alive(pid: int) -> bool:
-    """A zombie (killed, not yet reaped by whoever inherited it) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def _listening(address: str | None) -> bool:

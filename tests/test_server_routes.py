@@ -22,6 +22,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from pipejupyter import discovery, manager
+from pipejupyter.processes import pid_alive as _alive  # a zombie counts as gone
 from tests.conftest import PYTHON, ROOT, children_of, live_children, wait_until
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -527,13 +528,6 @@ def _imports_jupyter_server() -> bool:
 
     return "jupyter_server.serverapp" in sys.modules
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def _free_port() -> int:
