@@ -10,20 +10,28 @@ from pipejupyter.errors import ConfigError
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 
 
-def test_tls_profile_refuses_clients_without_its_certificate():
+def assert_refused(address: str, expect: type[BaseException] = Exception, **kwargs) -> None:
+    """Client(address) fails; the half-made Client is closed here and now (see
+    manager._release_failed_client: left open, it stalls a later Client's start)."""
     from distributed import Client
+
+    from pipejupyter.manager import _release_failed_client
+
+    with pytest.raises(expect) as info:
+        Client(address, timeout=3, set_as_default=False, **kwargs)
+    _release_failed_client(info.value)
+
+
+def test_tls_profile_refuses_clients_without_its_certificate():
     from distributed.security import Security
 
     handle = pipejupyter.start(workers=1, overrides=["security=tls"], timeout=60)
     try:
         assert handle.scheduler_address.startswith("tls://127.0.0.1:")
         assert handle.client.submit(sum, [1, 2]).result() == 3
-        with pytest.raises(Exception):  # noqa: B017 - no certificate at all
-            Client(handle.scheduler_address, timeout=3, set_as_default=False)
-        with pytest.raises(OSError):  # a certificate from another authority
-            Client(handle.scheduler_address, security=Security.temporary(), timeout=3, set_as_default=False)
-        with pytest.raises(OSError):  # plain TCP to the TLS port
-            Client(handle.scheduler_address.replace("tls://", "tcp://"), timeout=3, set_as_default=False)
+        assert_refused(handle.scheduler_address)  # no certificate at all
+        assert_refused(handle.scheduler_address, OSError, security=Security.temporary())  # another authority's
+        assert_refused(handle.scheduler_address.replace("tls://", "tcp://"), OSError)  # plain TCP to the TLS port
     finally:
         handle.stop()
 
@@ -110,3 +118,32 @@ def test_security_a_backend_cannot_honour_is_refused_before_anything_starts(tmp_
     text = str(err.value)
     assert says in text and "profiles.p.security" in text and f"the {backend} backend cannot use security tls" in text
     assert pipejupyter.clusters() == []
+
+
+def test_a_refused_connect_leaves_no_half_made_client_behind():
+    """distributed leaves a Client that failed in __init__ open, its loop thread running; a
+    later garbage collection then closes it inside the next Client's start and stalls that
+    start 10 s into an AssertionError. A failed connect must close it at once."""
+    import gc
+    import threading
+
+    from distributed import Client
+
+    from tests.conftest import wait_until
+
+    def loop_threads() -> int:
+        return sum(t.name == "IO loop" for t in threading.enumerate())
+
+    handle = pipejupyter.start(workers=1, overrides=["security=tls"], timeout=60, set_default=False)
+    gc.collect()
+    before = loop_threads()
+    gc.disable()  # only the code under test may collect
+    try:
+        with pytest.raises(pipejupyter.errors.ClusterError, match="cannot connect"):
+            pipejupyter.connect(handle.scheduler_address, set_default=False, timeout=3)
+        open_clients = [o for o in gc.get_objects() if isinstance(o, Client) and o is not handle.client and o.status != "closed"]
+        assert open_clients == []
+        assert wait_until(lambda: loop_threads() <= before, timeout=5), "the failed Client's loop thread is still running"
+    finally:
+        gc.enable()
+        handle.stop()
