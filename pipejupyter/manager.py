@@ -19,6 +19,7 @@ from . import discovery
 from .config import Config, load_config
 from .environment import WorkerEnvironment, mpi_rank, worker_environment
 from .errors import ClusterError, PipejupyterError, UnknownCluster
+from .failed_client import release_failed_client
 from .handle import ClusterHandle
 from .models import ClusterSpec, ClusterStatus
 
@@ -180,7 +181,7 @@ def start(
     except BaseException as exc:
         handle.status = ClusterStatus.FAILED
         handle._teardown(timeout=10)
-        _release_failed_client(exc)
+        release_failed_client(exc)
         if isinstance(exc, PipejupyterError) or not isinstance(exc, Exception):
             raise
         raise ClusterError(handle._safe(f"starting {spec.profile!r} ({spec.backend}) failed: {type(exc).__name__}: {exc}")) from exc
@@ -240,7 +241,7 @@ def _finish_connect(handle: ClusterHandle, set_default: bool, timeout: float) ->
         handle.client = handle.backend.make_client(set_as_default=set_default, timeout=timeout)
     except BaseException as exc:
         handle._teardown(timeout=5)
-        _release_failed_client(exc)
+        release_failed_client(exc)
         if isinstance(exc, PipejupyterError) or not isinstance(exc, Exception):
             raise
         raise ClusterError(f"cannot connect to {handle.scheduler_address or handle.name}: {type(exc).__name__}: {exc}") from exc
@@ -248,42 +249,6 @@ def _finish_connect(handle: ClusterHandle, set_default: bool, timeout: float) ->
     with _lock:
         _registry[handle.id] = handle
     return handle
-
-
-def _release_failed_client(exc: BaseException) -> None:
-    """Close a Client that failed in its __init__, here and now.
-
-    distributed leaves such a Client with its loop thread running; a later garbage
-    collection then runs its close() inside the next Client's start, while distributed's
-    LoopRunner lock is held, and stalls that start for 10 s into a bare AssertionError
-    (seen after a refused TLS connection). The half-made Client is the ``self`` of frames
-    in the exception's traceback (or of an exception chained to it).
-    """
-    import gc
-    import traceback
-
-    from distributed import Client
-
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        tb = current.__traceback__
-        while tb is not None:
-            candidate = tb.tb_frame.f_locals.get("self")
-            if isinstance(candidate, Client) and id(candidate) not in seen:
-                seen.add(id(candidate))
-                with contextlib.suppress(Exception):
-                    candidate.close(timeout=2)
-                with contextlib.suppress(Exception):  # close() gives up before this when it times out
-                    candidate._loop_runner.stop()
-            tb = tb.tb_next
-        traceback.clear_frames(current.__traceback__)
-        pending += [current.__cause__, current.__context__]
-    gc.collect()
 
 
 def _set_default_client(client) -> None:

@@ -12,14 +12,14 @@ pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 
 def assert_refused(address: str, expect: type[BaseException] = Exception, **kwargs) -> None:
     """Client(address) fails; the half-made Client is closed here and now (see
-    manager._release_failed_client: left open, it stalls a later Client's start)."""
+    pipejupyter.failed_client: left open, it stalls a later Client's start)."""
     from distributed import Client
 
-    from pipejupyter.manager import _release_failed_client
+    from pipejupyter.failed_client import release_failed_client
 
     with pytest.raises(expect) as info:
         Client(address, timeout=3, set_as_default=False, **kwargs)
-    _release_failed_client(info.value)
+    release_failed_client(info.value)
 
 
 def test_tls_profile_refuses_clients_without_its_certificate():
