@@ -376,6 +376,7 @@ def stop_discovered(key: str) -> dict[str, Any]:
         with Client(record["scheduler_address"], timeout=10, set_as_default=False) as client:
             client.shutdown()
     except Exception as exc:
+        release_failed_client(exc)
         raise ClusterError(f"cannot shut down {record['name']!r} at {record['scheduler_address']}: {exc}") from exc
     discovery.remove(record["id"])
     return record
