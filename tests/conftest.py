@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -117,3 +120,38 @@ def run_cli(*args: str, env: dict | None = None, cwd=None, timeout: float = 120)
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Every process on the machine (but this one) whose environment has ``name=value``."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def port_open(address: str) -> bool:
+    """Something accepts TCP connections at ``scheme://host:port``."""
+    parsed = urlparse(address)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)

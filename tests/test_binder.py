@@ -28,8 +28,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell
 
-from tests.conftest import ROOT, have, require, wait_until
-from tests.test_notebook_quickstart import processes_with_env
+from tests.conftest import ROOT, have, processes_with_env, require, wait_until
 
 pytestmark = pytest.mark.binder
 

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from pipejupyter.config import load_config
 from pipejupyter.errors import ConfigError
+from tests.conftest import line_of, write
 
 pytestmark = pytest.mark.usefixtures("isolated")
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def line_of(path: Path, needle: str) -> int:
-    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
 
 
 def test_package_defaults_give_local_profile_with_default_rule(monkeypatch):

@@ -1,4 +1,5 @@
-"""The gateway backend against a REAL dask-gateway-server (ci/gateway.sh), plus its config rules.
+"""The gateway backend against a REAL dask-gateway-server (ci/gateway.sh); its config rules
+are in test_gateway_config.py, its fault cases in test_gateway_faults.py.
 
 Each test logs in as its own user (the test server accepts any name with its password),
 so "nothing left" can be checked on the gateway itself: no cluster of that user pending,
@@ -7,136 +8,34 @@ running or stopping, and no process carrying the cluster's name.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import socket
 import subprocess
-import sys
 import textwrap
-import threading
 import urllib.request
-import uuid
-import warnings
 from pathlib import Path
 
 import pytest
-import yaml
 
 import pipejupyter
 from pipejupyter import discovery, manager
 from pipejupyter.errors import ClusterError, ConfigError, UnknownCluster
-from tests.conftest import PYTHON, ROOT, require, run_cli, wait_until
-
-ADDRESS_VAR = "PIPEJUPYTER_TEST_GATEWAY_ADDRESS"
-PASSWORD_VAR = "PIPEJUPYTER_TEST_GATEWAY_PASSWORD"
-# Spaces, both quotes, a dollar sign and a backslash: must reach workers exactly as written.
-ODD_VALUE = "a b 'single' \"double\" $HOME ${NOPE} back\\slash"
-
-
-def _healthy(address: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{address}/api/health", timeout=3) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _raw_gateway(address: str, user: str, password: str):
-    """The plain dask-gateway client, closed once (its __del__ would close it again and fail)."""
-    from dask_gateway import BasicAuth, Gateway
-
-    gateway = Gateway(address, auth=BasicAuth(user, password))
-    try:
-        yield gateway
-    finally:
-        gateway.close()
-        gateway.__dict__.pop("_loop_runner", None)
-
-
-class RealGateway:
-    def __init__(self, address: str, password: str, user: str) -> None:
-        self.address, self.password, self.user = address, password, user
-
-    def active(self) -> list[str]:
-        """Names of this user's clusters that are pending, running or stopping (raw client)."""
-        with _raw_gateway(self.address, self.user, self.password) as gateway:
-            return [r.name for r in gateway.list_clusters(status=["pending", "running", "stopping"])]
-
-    def stop_everything(self) -> None:
-        with _raw_gateway(self.address, self.user, self.password) as gateway:
-            for report in gateway.list_clusters():
-                gateway.stop_cluster(report.name)
-
-
-def cluster_processes(name: str) -> list[int]:
-    """Pids of gateway schedulers/workers of cluster ``name`` (the gateway sets this variable)."""
-    marker = f"DASK_GATEWAY_CLUSTER_NAME={name}".encode()
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if marker in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except OSError:
-            continue
-    return found
-
-
-def bounded(fn, limit: float = 60.0) -> dict:
-    """Run ``fn`` in a thread; fail if it hangs. Returns {"value": ...} or {"error": exc}."""
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(limit)
-    assert not thread.is_alive(), f"still running after {limit:g} s: it hangs"
-    return box
-
-
-def write_config(path: Path, gw: RealGateway, **profile) -> Path:
-    body = {
-        "backend": "gateway",
-        "address": gw.address,
-        "auth": {"type": "basic", "username": gw.user, "password_env": PASSWORD_VAR},
-        "options": {"worker_cores": 1, "worker_memory": 0.5},
-        "wait_timeout": 120,
-        "workers": 1,
-        **profile,
-    }
-    path.write_text(yaml.safe_dump({"pipecluster": {"profiles": {"gw": body}}}, sort_keys=False))
-    return path
-
-
-def _loop_threads() -> int:
-    # distributed's LoopRunner names the thread of every event loop it starts "IO loop".
-    return sum(t.name == "IO loop" for t in threading.enumerate())
-
-
-@pytest.fixture
-def gw(isolated):
-    address = os.environ.get(ADDRESS_VAR, "")
-    password = os.environ.get(PASSWORD_VAR, "")
-    require(bool(address and password) and _healthy(address), "dask-gateway-server from ci/gateway.sh (. .ci-state/gateway/env.sh)")
-    gateway = RealGateway(address, password, f"pjtest-{uuid.uuid4().hex[:10]}")
-    write_config(isolated / "work" / "config.yaml", gateway)
-    loops_before = _loop_threads()
-    yield gateway
-    manager.stop_all(timeout=30)
-    left = wait_until(lambda: not gateway.active(), timeout=30) or gateway.active()
-    if left is not True:
-        gateway.stop_everything()
-        pytest.fail(f"gateway clusters left running: {left}")
-    # Every gateway client's and Client's loop thread is gone again (none deadlocked or leaked).
-    assert wait_until(lambda: _loop_threads() <= loops_before, timeout=20), threading.enumerate()
-
+from tests.conftest import PYTHON, ROOT, run_cli, wait_until
+from tests.gateway_support import (  # noqa: F401  (gw is a fixture)
+    ADDRESS_VAR,
+    ODD_VALUE,
+    PASSWORD_VAR,
+    RealGateway,
+    _healthy,
+    _loop_threads,
+    _raw_gateway,
+    bounded,
+    cluster_processes,
+    gw,
+    write_config,
+)
+from tests.lab_support import free_port
 
 # -- a real gateway cluster, end to end ---------------------------------------------------
 
@@ -297,16 +196,10 @@ def test_bad_option_is_refused_before_anything_is_created(gw, override, expected
     assert gw.active() == [] and manager.clusters() == []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.usefixtures("isolated")
 def test_unreachable_gateway_is_a_clear_error(isolated, monkeypatch):
     monkeypatch.setenv(PASSWORD_VAR, "any-password")
-    gateway = RealGateway(f"http://127.0.0.1:{_free_port()}", "any-password", "nobody")
+    gateway = RealGateway(f"http://127.0.0.1:{free_port()}", "any-password", "nobody")
     write_config(isolated / "work" / "config.yaml", gateway)
     box = bounded(lambda: pipejupyter.start("gw"), limit=30)
     error = box.get("error")
@@ -341,7 +234,7 @@ def test_connect_to_unknown_gateway_cluster(gw):
 
 def test_password_variable_not_set_fails_before_any_request(isolated, monkeypatch):
     monkeypatch.delenv("PJ_UNSET_PASSWORD", raising=False)
-    gateway = RealGateway(f"http://127.0.0.1:{_free_port()}", "", "nobody")
+    gateway = RealGateway(f"http://127.0.0.1:{free_port()}", "", "nobody")
     write_config(isolated / "work" / "config.yaml", gateway, auth={"type": "basic", "password_env": "PJ_UNSET_PASSWORD"})
     with pytest.raises(ConfigError, match="environment variable 'PJ_UNSET_PASSWORD', which is not set"):
         pipejupyter.start("gw")
@@ -405,147 +298,10 @@ def test_kerberos_needs_its_package(isolated):
         pass
     else:
         pytest.skip("kerberos is installed here")
-    gateway = RealGateway(f"http://127.0.0.1:{_free_port()}", "", "nobody")
+    gateway = RealGateway(f"http://127.0.0.1:{free_port()}", "", "nobody")
     write_config(isolated / "work" / "config.yaml", gateway, auth={"type": "kerberos"})
     with pytest.raises(ConfigError, match="kerberos authentication needs the Python package 'kerberos'"):
         pipejupyter.start("gw")
-
-
-# -- secrets ------------------------------------------------------------------------------
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.mark.gateway
-def test_password_never_shown(gw, isolated):
-    """A password written in the file (the worst case) appears in no output at all."""
-    assert len(gw.password) >= 8, "the test needs a password that cannot occur by chance"
-    write_config(isolated / "work" / "config.yaml", gw, auth={"type": "basic", "username": gw.user, "password": gw.password})
-    collect = _Collect()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(collect)
-    root.setLevel(logging.DEBUG)
-    shown: list[str] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            shown.append(pipejupyter.dry_run("gw"))
-            handle = pipejupyter.start("gw", timeout=120)
-            try:
-                shown += [
-                    json.dumps(handle.model()),
-                    json.dumps(handle.record()),
-                    repr(handle),
-                    repr(handle.backend),
-                    json.dumps(manager.list_clusters(), default=str),
-                    json.dumps(handle.logs(scheduler=True, lines=200)),
-                    *(p.read_text() for p in (isolated / "runtime").glob("*.json")),
-                ]
-            finally:
-                handle.stop()
-            # Failing starts with the literal password: the error texts are clean too.
-            for override in (f"address=http://127.0.0.1:{_free_port()}", "options.worker_cores=99"):
-                box = bounded(lambda o=override: pipejupyter.start("gw", overrides=[o]))
-                assert isinstance(box.get("error"), (ClusterError, ConfigError)), box
-                shown.append(str(box["error"]))
-        shown += [str(w.message) for w in caught]
-    finally:
-        root.removeHandler(collect)
-        root.setLevel(old_level)
-    cli = run_cli("config", "--profile", "gw", "--origin", cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
-    dry = run_cli("dry-run", "gw", cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
-    shown += [cli.stdout, cli.stderr, dry.stdout, dry.stderr, *collect.lines]
-    assert cli.returncode == 0 and dry.returncode == 0
-    assert "password: '********'" in shown[0] and "password: '********'" in cli.stdout
-    leaks = [text[:200] for text in shown if gw.password in text]
-    assert not leaks
-
-
-# -- resolving (no server needed) ---------------------------------------------------------
-
-
-def _resolve(isolated: Path, body: dict, name: str = "gw"):
-    from pipejupyter.config import load_config
-
-    path = isolated / "work" / "extra.yaml"
-    path.write_text(yaml.safe_dump({"pipecluster": {"profiles": {name: body}}}))
-    return load_config(path).resolve(name)
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        ({"backend": "gateway", "address": "http://g", "auth": {"type": "ldap"}}, "unknown auth type 'ldap'; accepted: basic, kerberos, jupyterhub"),
-        (
-            {"backend": "gateway", "address": "http://g", "auth": {"password": "x", "password_env": "Y"}},
-            "give either password or password_env, not both",
-        ),
-        ({"backend": "gateway"}, "a gateway profile needs an address"),
-        ({"backend": "gateway", "adress": "http://g"}, "unknown key 'adress' (did you mean 'address'?)"),
-        ({"backend": "gateway", "address": "http://g", "proxy_address": [1]}, "expected an address or a port number"),
-        ({"backend": "gateway", "address": "http://g", "auth": {"type": "basic", "pasword": "x"}}, "did you mean 'password'?"),
-    ],
-)
-def test_profile_errors(isolated, body, message):
-    with pytest.raises(ConfigError) as info:
-        _resolve(isolated, body)
-    assert message in str(info.value)
-    assert "extra.yaml" in str(info.value)
-
-
-def test_gateway_cluster_class_file_is_translated(isolated):
-    from pipejupyter.config import load_config
-
-    path = isolated / "work" / "gateway.yaml"
-    path.write_text(
-        "cluster_class: dask_gateway.GatewayCluster\n"
-        "cluster_kwargs:\n  address: http://g:8000\n  auth: jupyterhub\n  worker_cores: 2\n  shutdown_on_close: false\n"
-    )
-    spec = load_config(path).resolve("gateway")
-    assert spec.backend == "gateway" and spec.cluster_kwargs == {}
-    assert spec.options == {"address": "http://g:8000", "auth": {"type": "jupyterhub"}, "options": {"worker_cores": 2}}
-    assert any("gateway cluster options" in n for n in spec.notes)
-
-
-def test_environment_without_a_gateway_option_warns_with_names():
-    from dask_gateway.options import Options
-
-    from pipejupyter.backends.gateway_options import fill_options
-
-    # The server's option spec as GET /api/v1/options sends it, without an environment field.
-    spec = [{"field": "worker_cores", "label": "cores", "default": 1, "spec": {"type": "int", "min": 1, "max": 4}}]
-    submit, problems = fill_options(Options._from_spec(spec), {}, {"PJ_A": "1", "PJ_B": "2"}, address="http://g", key="options")
-    assert submit == {"worker_cores": 1}
-    assert problems == [
-        "the gateway at http://g has no environment option (its options: worker_cores), "
-        "so these variables do not reach its workers: PJ_A, PJ_B"
-    ]
-    # With one (named env here), variables go through it; the profile's own values win.
-    spec.append({"field": "env", "label": "env", "default": {}, "spec": {"type": "mapping"}})
-    submit, problems = fill_options(
-        Options._from_spec(spec), {"env": {"PJ_B": "mine"}}, {"PJ_A": "1", "PJ_B": "2"}, address="http://g", key="options"
-    )
-    assert submit["env"] == {"PJ_A": "1", "PJ_B": "mine"} and problems == []
-
-
-def test_remote_environment_keeps_machine_paths_and_pattern_secrets_here():
-    from pipejupyter.backends.remote_env import remote_environment
-    from pipejupyter.environment import worker_environment
-
-    environ = {"PATH": "/here/bin", "PJ_TOKEN": "t0ken-value", "PJ_PLAIN": "x", "OMPI_COMM_WORLD_RANK": "0", "EXACT_KEY": "k3y-value"}
-    env = worker_environment({"pass": ["PATH", "PJ_*", "OMPI_*", "EXACT_KEY"], "set": {"SET_TOKEN": "s"}}, environ=environ)
-    send, notes = remote_environment(env, ["PATH", "PJ_*", "OMPI_*", "EXACT_KEY"], "gateway")
-    assert send == {"PJ_PLAIN": "x", "EXACT_KEY": "k3y-value", "SET_TOKEN": "s"}
-    assert "PATH" in notes[0] and "PJ_TOKEN" in notes[1]
-    assert not any("t0ken-value" in n for n in notes)
 
 
 def _text(cell) -> str:
@@ -590,9 +346,3 @@ def test_gateway_notebook_runs(gw, isolated, monkeypatch):
     everything = "".join(_text(c) + json.dumps([o.get("data", {}) for o in c.outputs]) for c in code.values())
     assert gw.password not in everything
     assert gw.active() == []
-
-
-def test_import_does_not_load_dask_gateway():
-    code = "import sys, pipejupyter.backends.gateway, pipejupyter.backends.kubernetes; print('dask_gateway' in sys.modules, 'dask_kubernetes' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.stdout.split() == ["False", "False"], out.stderr

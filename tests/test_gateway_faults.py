@@ -16,7 +16,7 @@ import pipejupyter
 from pipejupyter import discovery
 from pipejupyter.processes import pid_alive
 from tests.conftest import ROOT, live_children, wait_until
-from tests.test_gateway import cluster_processes, gw  # noqa: F401  (gw is a fixture)
+from tests.gateway_support import cluster_processes, gw  # noqa: F401  (gw is a fixture)
 
 pytestmark = pytest.mark.gateway
 
@@ -39,7 +39,7 @@ print("CLUSTER", h.backend.cluster_name, h.id)
 """
 
 
-def test_sigkill_of_the_owning_kernel_stops_its_gateway_cluster(gw, isolated):  # noqa: F811
+def test_sigkill_of_the_owning_kernel_stops_its_gateway_cluster(gw, isolated):
     from jupyter_client.manager import start_new_kernel
 
     work = isolated / "work"
@@ -72,7 +72,7 @@ def test_sigkill_of_the_owning_kernel_stops_its_gateway_cluster(gw, isolated):  
         km.cleanup_resources()
 
 
-def test_stop_releases_the_reaper_and_the_cluster_goes(gw):  # noqa: F811
+def test_stop_releases_the_reaper_and_the_cluster_goes(gw):
     before = set(reapers())
     children = live_children(os.getpid())
     handle = pipejupyter.start("gw", workers=1, timeout=120, set_default=False)

@@ -12,9 +12,7 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,6 +21,7 @@ from pipejupyter.backends.jobscript import export_lines, scheduler_probe
 from pipejupyter.config import load_config
 from pipejupyter.environment import worker_environment
 from pipejupyter.errors import ConfigError
+from tests.conftest import line_of, write
 
 pytestmark = pytest.mark.usefixtures("isolated")
 pytest.importorskip("dask_jobqueue")
@@ -30,16 +29,6 @@ pytest.importorskip("dask_jobqueue")
 HEADERS = {"pbs": "#PBS", "sge": "#$", "lsf": "#BSUB", "htcondor": "RequestCpus", "oar": "#OAR", "moab": "#PBS"}
 CLASSES = {"pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster", "htcondor": "HTCondorCluster",
            "oar": "OARCluster", "moab": "MoabCluster", "slurm": "SLURMCluster"}
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
-
-
-def line_of(path: Path, needle: str) -> int:
-    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
 
 
 # -- the export rule, in a real shell ---------------------------------------------------

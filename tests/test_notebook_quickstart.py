@@ -15,27 +15,12 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, processes_with_env, wait_until
 
 pytestmark = pytest.mark.notebook
 
 QUICKSTART = ROOT / "notebooks" / "01-quickstart.ipynb"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-def processes_with_env(name: str, value: str) -> list[int]:
-    """Every process on the machine whose environment has ``name=value`` (the kernel's descendants)."""
-    needle = f"{name}={value}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture

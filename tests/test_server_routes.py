@@ -10,37 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import textwrap
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
 from pipejupyter import discovery, manager
-from pipejupyter.processes import pid_alive as _alive  # a zombie counts as gone
-from tests.conftest import PYTHON, ROOT, children_of, live_children, wait_until
+from tests.conftest import PYTHON, ROOT, live_children, port_open, wait_until
+from tests.server_support import API, jp_server_config, restore_owner_kind  # noqa: F401 (fixtures)
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks", "restore_owner_kind")
 
-API = "pipejupyter"
 
-
-@pytest.fixture
-def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"pipejupyter": True}}}
-
-
-@pytest.fixture
-def restore_owner_kind():
-    kind = manager.OWNER_KIND
-    yield
-    manager.set_owner_kind(kind)
 
 
 @pytest.fixture
@@ -132,15 +118,6 @@ async def _until(predicate, timeout: float = 30.0, interval: float = 0.2):
         await asyncio.sleep(interval)
 
 
-def _port_open(address: str) -> bool:
-    parsed = urlparse(address)
-    try:
-        with socket.create_connection((parsed.hostname, parsed.port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 # -- happy paths -----------------------------------------------------------------------
 
 
@@ -190,7 +167,7 @@ async def test_start_get_scale_adapt_stop(api):
     address = model["scheduler_address"]
     status, body = await api("DELETE", "clusters", cid)
     assert (status, body) == (204, None)
-    assert not _port_open(address)
+    assert not port_open(address)
     assert discovery.find(cid) is None
     assert (await api("GET", "clusters"))[1] == {"clusters": []}
 
@@ -269,7 +246,7 @@ async def test_kernel_cluster_listed_live_and_protected(api, kernel_cluster):
 
     assert await _until(gone)
     assert (await api("GET", "clusters", cid))[0] == 404
-    assert not _port_open(address)
+    assert not port_open(address)
 
 
 async def test_kernel_cluster_whose_scheduler_died_is_lost_and_polls_stay_fast(api, kernel_cluster):
@@ -406,131 +383,3 @@ async def test_a_bug_is_a_logged_500_with_a_json_message(api, jp_serverapp, monk
     assert status == 500 and "ZeroDivisionError: injected bug" in error["message"]
     logged = [r for r in keep.records if "pipejupyter: GET" in r.getMessage()]
     assert logged and logged[0].exc_info[0] is ZeroDivisionError  # with its traceback
-
-
-# -- authentication and XSRF -----------------------------------------------------------
-
-ROUTES = [
-    ("GET", "profiles", None),
-    ("GET", "clusters", None),
-    ("POST", "clusters", b'{"profile": "local", "workers": 1}'),
-    ("GET", "clusters/0123456789ab", None),
-    ("PATCH", "clusters/0123456789ab", b'{"workers": 1}'),
-    ("DELETE", "clusters/0123456789ab", None),
-]
-
-
-@pytest.fixture
-def raw(http_server_client, jp_base_url):
-    """A request without jp_fetch's token: ``await raw(method, path, body, headers)``."""
-
-    async def fetch(method: str, path: str, body=None, headers=None):
-        if body is None and method in ("POST", "PATCH"):
-            body = b""
-        return await http_server_client.fetch(
-            f"{jp_base_url}{path}", method=method, body=body, headers=headers or {},
-            follow_redirects=False, allow_nonstandard_methods=True, raise_error=False,
-        )
-
-    return fetch
-
-
-async def test_every_route_refuses_unauthenticated_requests(raw):
-    for method, route, body in ROUTES:
-        for headers in ({}, {"Authorization": "token wrong"}):
-            response = await raw(method, f"{API}/{route}", body, headers)
-            assert response.code == 403, (method, route, headers, response.code)
-    assert manager.clusters() == []
-
-
-async def test_cookie_session_needs_the_xsrf_token(jp_serverapp, raw):
-    """A browser session (cookie) may not write without the XSRF token: a cross-site form
-    or fetch cannot start or stop clusters."""
-    login = await raw("GET", "login")
-    xsrf = login.headers["Set-Cookie"].split("_xsrf=", 1)[1].split(";", 1)[0]
-    token = jp_serverapp.identity_provider.token
-    answer = await raw("POST", "login", f"_xsrf={xsrf}&password={token}", {"Cookie": f"_xsrf={xsrf}"})
-    assert answer.code == 302, answer.code
-    cookies = [c.split(";", 1)[0] for c in answer.headers.get_list("Set-Cookie")]
-    session = "; ".join([*cookies, f"_xsrf={xsrf}"])
-
-    assert (await raw("GET", f"{API}/clusters", None, {"Cookie": session})).code == 200
-    for method, route, body in ROUTES:
-        if method == "GET":
-            continue
-        refused = await raw(method, f"{API}/{route}", body, {"Cookie": session})
-        assert refused.code == 403 and b"_xsrf" in refused.body, (method, route, refused.code)
-        # The same request with the token gets past the check (and fails on its own merits).
-        bad = body.replace(b'"workers"', b'"wrkers"') if body else None
-        allowed = await raw(method, f"{API}/{route}", bad, {"Cookie": session, "X-XSRFToken": xsrf})
-        assert allowed.code in (400, 404), (method, route, allowed.code)
-    assert manager.clusters() == []
-
-
-# -- server shutdown -------------------------------------------------------------------
-
-
-def test_server_stops_its_clusters_when_it_stops(isolated, tmp_path):
-    """A real `jupyter server` process: its clusters die with it, kernels' clusters do not
-    matter here; discovery files are removed."""
-    port = _free_port()
-    token = "t0ken"
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [str(Path(PYTHON).with_name("jupyter-server")), "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", "--allow-root", '--ServerApp.jpserver_extensions={"pipejupyter": True}'],
-        stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd(),
-        env={**os.environ, "PYTHONPATH": str(ROOT), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt")},
-    )
-    try:
-        import urllib.request
-
-        def call(method, route, body=None):
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/{API}/{route}", method=method, data=body,
-                                             headers={"Authorization": f"token {token}"})
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return response.status, json.loads(response.read() or b"null")
-
-        def up():
-            try:
-                return call("GET", "clusters")[0] == 200
-            except OSError:
-                return False
-
-        assert wait_until(up, timeout=60, interval=0.3), (tmp_path / "server.log").read_text()[-2000:]
-        status, model = call("POST", "clusters", b'{"profile": "local", "workers": 2}')
-        assert status == 201 and model["workers"] == 2
-        assert model["owner"]["pid"] == server.pid
-        # Workers must not re-run the jupyter-server script (importing jupyter_server costs
-        # seconds per worker).
-        from distributed import Client
-
-        with Client(model["scheduler_address"], set_as_default=False, timeout=30) as client:
-            imported = client.run(_imports_jupyter_server)
-        assert imported and not any(imported.values()), imported
-        workers = set(children_of(server.pid))
-        assert workers
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-        assert "pipejupyter: stopped local" in (tmp_path / "server.log").read_text()
-        assert not _port_open(model["scheduler_address"])
-        assert wait_until(lambda: not [p for p in workers if _alive(p)], timeout=20)
-        assert discovery.read_all(prune=False) == []
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        log.close()
-
-
-def _imports_jupyter_server() -> bool:
-    import sys
-
-    return "jupyter_server.serverapp" in sys.modules
-
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -1,0 +1,21 @@
+"""Fixtures for tests of the jupyter_server extension run in this process (pytest-jupyter)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipejupyter import manager
+
+API = "pipejupyter"
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"pipejupyter": True}}}
+
+
+@pytest.fixture
+def restore_owner_kind():
+    kind = manager.OWNER_KIND
+    yield
+    manager.set_owner_kind(kind)
