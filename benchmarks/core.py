@@ -51,16 +51,12 @@ def _start_ours(n: int) -> float:
 
 
 def _start_raw(n: int) -> float:
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
+    from timing import time_to_workers
 
-    t = time.perf_counter()
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40)
-    client = Client(cluster, set_as_default=False)
-    client.wait_for_workers(n)
-    elapsed = time.perf_counter() - t
-    client.close()
-    cluster.close()
-    return elapsed
+    return time_to_workers(lambda: LocalCluster(
+        n_workers=n, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40,
+    ), n)
 
 
 def bench_start(n: int = 2, repeat: int = 3) -> dict:

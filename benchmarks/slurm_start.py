@@ -65,20 +65,12 @@ def start_ours(n: int) -> float:
 
 def start_raw(n: int) -> float:
     from dask_jobqueue import SLURMCluster
-    from distributed import Client
+    from timing import time_to_workers
 
-    t = time.perf_counter()
-    cluster = SLURMCluster(
+    return time_to_workers(lambda: SLURMCluster(
         cores=1, processes=1, memory=MEMORY, queue=partition(), walltime="01:00:00",
         scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
-    )
-    client = Client(cluster, set_as_default=False)
-    cluster.scale(n)
-    client.wait_for_workers(n)
-    elapsed = time.perf_counter() - t
-    client.close()
-    cluster.close()
-    return elapsed
+    ), n, scale=True)
 
 
 def bench_start(n: int = 2, repeat: int = 3) -> dict:
