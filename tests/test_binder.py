@@ -29,6 +29,7 @@ import pytest
 from nbformat.v4 import new_code_cell
 
 from tests.conftest import ROOT, have, processes_with_env, require, wait_until
+from tests.test_notebook_quickstart import clean_code_cells
 
 pytestmark = pytest.mark.binder
 
@@ -266,12 +267,7 @@ def test_quickstart_notebook_runs_in_the_binder_venv(binder):
     assert ran.returncode == 0, f"executing the quickstart notebook failed:\n{tail(ran.stderr)}"
 
     executed = nbformat.read(executed_dir / checked.name, as_version=4)
-    code = [c for c in executed.cells if c.cell_type == "code"]
-    for cell in code:
-        problems = [
-            o for o in cell.outputs if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")
-        ]
-        assert not problems, (cell.source, problems)
+    code = clean_code_cells(executed)
     prefix, module = cell_text(code[-1]).split()
     assert Path(prefix) == binder.venv, f"the kernel ran {prefix}, not the Binder venv {binder.venv}"
     assert Path(module).is_relative_to(binder.clone), f"the kernel imported pipejupyter from {module}, not the clone"

@@ -50,16 +50,22 @@ def text_of(cell) -> str:
     return "".join(parts)
 
 
+def clean_code_cells(nb) -> list:
+    """The notebook's code cells, after asserting that none shows an error or stderr output."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell in code:
+        errors = [o for o in cell.outputs if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
+        assert not errors, (cell.source, errors)
+    return code
+
+
 def rich_outputs(cell) -> list[dict]:
     return [o.data for o in cell.outputs if o.output_type in ("execute_result", "display_data")]
 
 
 def test_quickstart_notebook_runs_in_a_real_kernel(kernel_env):
     nb = execute(nbformat.read(QUICKSTART, as_version=4), kernel_env / "work")
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    for cell in code:
-        errors = [o for o in cell.outputs if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
-        assert not errors, (cell.source, errors)
+    code = clean_code_cells(nb)
     by_source = {c.source.splitlines()[0]: c for c in code}
 
     assert "*local" in text_of(by_source["%pipecluster profiles"])

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.slurm_support import jobs_under, slurm_clean  # noqa: F401 (fixture)
-from tests.test_notebook_quickstart import execute, kernel_env, text_of  # noqa: F401 (fixture)
+from tests.test_notebook_quickstart import clean_code_cells, execute, kernel_env, text_of  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slurm, pytest.mark.usefixtures("slurm_clean", "kernel_env")]
 
@@ -16,10 +16,7 @@ NOTEBOOK = ROOT / "notebooks" / "02-slurm.ipynb"
 
 def test_slurm_notebook_runs_against_real_slurm(isolated):
     nb = execute(nbformat.read(NOTEBOOK, as_version=4), isolated / "work")
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    for cell in code:
-        errors = [o for o in cell.outputs if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
-        assert not errors, (cell.source, errors)
+    code = clean_code_cells(nb)
     by_source = {c.source.splitlines()[0]: c for c in code}
 
     dry = text_of(by_source["%pipecluster start slurm -n 2 --dry-run"])
