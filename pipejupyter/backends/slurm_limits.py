@@ -94,6 +94,12 @@ def check_partition(spec: ClusterSpec, environ: Mapping[str, str] | None = None)
         raise problems[0]
 
 
+def _over(spec: ClusterSpec, name: str, message: str, accepted: str) -> ConfigError:
+    """The error for cluster_kwargs.<name> asking more than the partition gives."""
+    source, key = _where(spec, name)
+    return ConfigError(message, source=source, key=key, accepted=accepted)
+
+
 def _misfit(spec: ClusterSpec, part: Partition) -> ConfigError | None:
     walltime = _jobqueue_setting(spec, "walltime", "walltime")
     if walltime is not None and part.max_time is not None:
@@ -102,32 +108,17 @@ def _misfit(spec: ClusterSpec, part: Partition) -> ConfigError | None:
         except ValueError:
             seconds = None
         if seconds is not None and seconds > part.max_time:
-            source, key = _where(spec, "walltime")
-            return ConfigError(
-                f"walltime {walltime!r} is longer than partition {part.name!r} allows",
-                source=source,
-                key=key,
-                accepted=f"at most {format_time(part.max_time)} (the partition's MaxTime)",
-            )
+            return _over(spec, "walltime", f"walltime {walltime!r} is longer than partition {part.name!r} allows",
+                         f"at most {format_time(part.max_time)} (the partition's MaxTime)")
     cpus = spec.cluster_kwargs.get("job_cpu") or _jobqueue_setting(spec, "cores", "cores")
     limit = min((c for c in (part.node_cpus, part.max_cpus_per_node) if c), default=None)
     if isinstance(cpus, int) and limit and cpus > limit:
         name = "job_cpu" if spec.cluster_kwargs.get("job_cpu") else "cores"
-        source, key = _where(spec, name)
-        return ConfigError(
-            f"{name}={cpus} CPUs per job, but the nodes of partition {part.name!r} have at most {limit}",
-            source=source,
-            key=key,
-            accepted=f"at most {limit}",
-        )
+        return _over(spec, name, f"{name}={cpus} CPUs per job, but the nodes of partition {part.name!r} have at most {limit}",
+                     f"at most {limit}")
     mem, name = requested_memory_mb(spec)
     limit = min((m for m in (part.node_memory, part.max_mem_per_node) if m), default=None)
     if mem and limit and mem > limit:
-        source, key = _where(spec, name)
-        return ConfigError(
-            f"{name} asks for {mem} MB per job, but the nodes of partition {part.name!r} have at most {limit} MB",
-            source=source,
-            key=key,
-            accepted=f"at most {limit}MB ({limit / 1024:.1f} GiB)",
-        )
+        return _over(spec, name, f"{name} asks for {mem} MB per job, but the nodes of partition {part.name!r} have at most {limit} MB",
+                     f"at most {limit}MB ({limit / 1024:.1f} GiB)")
     return None
