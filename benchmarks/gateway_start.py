@@ -33,6 +33,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.lab_support import free_port  # noqa: E402
+
 ADDRESS = os.environ.get("PIPEJUPYTER_TEST_GATEWAY_ADDRESS", "")
 PASSWORD_VAR = "PIPEJUPYTER_TEST_GATEWAY_PASSWORD"
 USER = f"bench-{uuid.uuid4().hex[:8]}"
@@ -113,12 +116,6 @@ def bench_start(repeat: int) -> dict[str, list[float]]:
 # -- time to the error ----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def error_ours(overrides: list[str]) -> tuple[float, str]:
     import pipejupyter
 
@@ -154,7 +151,7 @@ def error_raw(address: str, password: str | None = None, cut: float = 20.0) -> t
 
 def bench_errors() -> list[tuple[str, float, str, float, str]]:
     os.environ["BENCH_WRONG_PASSWORD"] = "wrong-password"
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)
