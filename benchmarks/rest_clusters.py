@@ -35,8 +35,8 @@ from tests.lab_support import LabServer  # noqa: E402
 KERNEL = textwrap.dedent(
     """
     import sys
-    import pipejupyter.manager as m
-    m.set_owner_kind("kernel")
+    import pipejupyter.lifecycle.manager as m
+    m.default_manager.owner_kind = "kernel"
     h = m.start("local", workers=0, set_default=False)
     print(h.id, h.scheduler_address, flush=True)
     sys.stdin.read()

@@ -130,7 +130,7 @@ def measure(args: argparse.Namespace) -> dict:
         rows.append((f"{m:,} x {args.item_ms:g} ms", f"compute floor ({m:,} x {args.item_ms:g} ms / {threads} threads)", floor, "1.00x floor"))
         rows.append((f"{m:,} x {args.item_ms:g} ms", f"floor at measured item time ({probe * 1000:.3f} ms)", real_floor, f"{real_floor / floor:.2f}x floor"))
         # What the workers really spent inside items during the run_stage run (from the context).
-        from pipejupyter import context
+        from pipejupyter.stages import context
 
         busy = sum(r["finished"] - r["started"] for r in context.items("sleepy", workdir=tmp)) / threads
         rows.append((f"{m:,} x {args.item_ms:g} ms", "floor from item times recorded in that run", busy, f"{busy / floor:.2f}x floor"))

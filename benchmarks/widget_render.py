@@ -26,8 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipejupyter import html_views  # noqa: E402
-from pipejupyter.models import cluster_model, worker_row  # noqa: E402
+from pipejupyter.models import cluster_model, worker_row
+from pipejupyter.notebook import html_views
 
 SIZES = (10, 100, 1000)
 
@@ -71,7 +71,7 @@ def median_ms(func, repeat: int) -> float:
 
 
 def measure(n: int) -> dict[str, float]:
-    from pipejupyter.widgets import ClusterWidget
+    from pipejupyter.notebook.cluster_widget import ClusterWidget
 
     model = synthetic_model(n)
     repeat = 200 if n <= 100 else 40

@@ -7,35 +7,38 @@ stay fast and never import an optional backend library.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "start": "pipejupyter.manager",
-    "connect": "pipejupyter.manager",
-    "clusters": "pipejupyter.manager",
-    "list_clusters": "pipejupyter.manager",
-    "stop_all": "pipejupyter.manager",
-    "dry_run": "pipejupyter.manager",
-    "get": "pipejupyter.manager",
-    "use": "pipejupyter.manager",
-    "ClusterHandle": "pipejupyter.manager",
-    "load_config": "pipejupyter.config",
+    "start": "pipejupyter.lifecycle.manager",
+    "connect": "pipejupyter.lifecycle.manager",
+    "clusters": "pipejupyter.lifecycle.manager",
+    "list_clusters": "pipejupyter.lifecycle.manager",
+    "stop_all": "pipejupyter.lifecycle.manager",
+    "dry_run": "pipejupyter.lifecycle.manager",
+    "get": "pipejupyter.lifecycle.manager",
+    "use": "pipejupyter.lifecycle.manager",
+    "ClusterHandle": "pipejupyter.lifecycle.handle",
+    "ClusterManager": "pipejupyter.lifecycle.manager",
+    "load_config": "pipejupyter.config.loader",
     "ClusterSpec": "pipejupyter.models",
     "ClusterStatus": "pipejupyter.models",
     "ConfigError": "pipejupyter.errors",
     "ClusterError": "pipejupyter.errors",
     "MissingDependency": "pipejupyter.errors",
     "PipejupyterError": "pipejupyter.errors",
-    "run_stage": "pipejupyter.stages",
-    "casa": "pipejupyter.casa_tasks",
-    "mpirun": "pipejupyter.nested_mpi",
-    "command": "pipejupyter.stages",
-    "glob": "pipejupyter.inputs",
-    "mapfile": "pipejupyter.inputs",
-    "StageResult": "pipejupyter.results",
-    "StageFailed": "pipejupyter.results",
+    "run_stage": "pipejupyter.stages.run",
+    "casa": "pipejupyter.work.casa",
+    "mpirun": "pipejupyter.work.nested_mpi",
+    "command": "pipejupyter.stages.run",
+    "glob": "pipejupyter.stages.inputs",
+    "mapfile": "pipejupyter.stages.inputs",
+    "write_mapfile": "pipejupyter.stages.inputs",
+    "StageResult": "pipejupyter.stages.results",
+    "StageFailed": "pipejupyter.stages.results",
 }
 
 __all__ = [*_LAZY, "__version__", "load_ipython_extension", "unload_ipython_extension"]
@@ -45,9 +48,12 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         if name == "context":
-            return importlib.import_module("pipejupyter.context")
+            return importlib.import_module("pipejupyter.stages.context")
         raise AttributeError(f"module 'pipejupyter' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
+    if module == "pipejupyter.stages.run" and "IPython" in sys.modules:
+        # The composition root wires the faces: in IPython, run_stage may show the widget.
+        importlib.import_module("pipejupyter.notebook.stage_progress")
     globals()[name] = value
     return value
 
@@ -58,13 +64,13 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext pipejupyter``: register %pipecluster and %%pipestage."""
-    from .magics import load
+    from pipejupyter.notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
-    from .magics import unload
+    from pipejupyter.notebook.magics import unload
 
     unload(ipython)
 

@@ -79,3 +79,7 @@ class NotOwned(ClusterError):
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return matches[0] if matches else None
+
+
+class StageError(PipejupyterError, ValueError):
+    """A stage request that cannot start (nothing was submitted)."""

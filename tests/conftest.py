@@ -87,7 +87,7 @@ def isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def no_leaks():
     """Fail if a test leaves child processes of this interpreter behind."""
-    import pipejupyter.manager as manager
+    import pipejupyter.lifecycle.manager as manager
 
     before = live_children(os.getpid())
     yield

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipejupyter import manager
+from pipejupyter.lifecycle import manager
 from tests.conftest import processes_with_env, require, wait_until
 
 ADDRESS_VAR = "PIPEJUPYTER_TEST_GATEWAY_ADDRESS"

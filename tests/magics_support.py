@@ -9,7 +9,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from traitlets.config import Config
 
-from pipejupyter import manager
+from pipejupyter.lifecycle import manager
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -26,13 +26,13 @@ def ipython_shell() -> InteractiveShell:
 
 @pytest.fixture
 def shell(isolated):
-    kind = manager.OWNER_KIND  # loading marks this process as a kernel: undo that for other tests
+    kind = manager.default_manager.owner_kind  # loading marks this process as a kernel: undo that for other tests
     ip = ipython_shell()
     ip.extension_manager.load_extension("pipejupyter")
-    manager.set_owner_kind("kernel")  # already loaded by an earlier test: load() did not run again
+    manager.default_manager.owner_kind = "kernel"  # already loaded by an earlier test: load() did not run again
     yield ip
     ip.user_ns.pop("c", None)
-    manager.set_owner_kind(kind)
+    manager.default_manager.owner_kind = kind
 
 
 def run(shell, line: str):

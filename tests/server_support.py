@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipejupyter import manager
+from pipejupyter.lifecycle import manager
 
 API = "pipejupyter"
 
@@ -16,6 +16,6 @@ def jp_server_config():
 
 @pytest.fixture
 def restore_owner_kind():
-    kind = manager.OWNER_KIND
+    kind = manager.default_manager.owner_kind
     yield
-    manager.set_owner_kind(kind)
+    manager.default_manager.owner_kind = kind

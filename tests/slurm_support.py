@@ -86,7 +86,7 @@ def slurm_clean(isolated):
     """Real SLURM required; after the test no job of it may be queued (leftovers cancelled)."""
     require_slurm()
     yield isolated
-    import pipejupyter.manager as manager
+    import pipejupyter.lifecycle.manager as manager
 
     manager.stop_all(timeout=10)
     if wait_no_jobs(isolated, timeout=30) is None:

@@ -11,9 +11,9 @@ import subprocess
 import pytest
 
 import pipejupyter
-from pipejupyter.casa_tasks import COMMANDS_LOG, CasaResult, CasaTaskError
-from pipejupyter.results import StageFailed
-from pipejupyter.stages import run_stage
+from pipejupyter.stages.results import StageFailed
+from pipejupyter.stages.run import run_stage
+from pipejupyter.work.casa import COMMANDS_LOG, CasaResult, CasaTaskError
 from tests.conftest import PYTHON, ROOT, require
 
 pytestmark = pytest.mark.casa

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipejupyter.config import load_config
+from pipejupyter.config.loader import load_config
 from pipejupyter.errors import ConfigError
 from tests.conftest import line_of, write
 

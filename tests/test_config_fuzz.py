@@ -6,7 +6,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipejupyter.config import load_config
+from pipejupyter.config.loader import load_config
 from pipejupyter.errors import ConfigError
 
 KEYS = st.sampled_from(

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from pipejupyter import context
-from pipejupyter.context import ContextError
-from pipejupyter.stages import run_stage
+from pipejupyter.stages import context
+from pipejupyter.stages.context import ContextError
+from pipejupyter.stages.run import run_stage
 from tests.conftest import PYTHON, ROOT, children_of, wait_until
 
 
@@ -209,7 +209,7 @@ def test_a_killed_kernel_resumes_where_it_stopped(tmp_path, no_leaks):
 
 
 def test_an_interrupted_stage_resumes(client, tmp_path):
-    from pipejupyter.stages import StageReporter
+    from pipejupyter.stages.run import StageReporter
 
     marks = tmp_path / "marks"
     marks.mkdir()

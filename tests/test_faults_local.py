@@ -12,8 +12,8 @@ import textwrap
 import pytest
 
 import pipejupyter
-from pipejupyter import discovery
-from pipejupyter.processes import pid_alive as _alive  # a zombie counts as gone
+from pipejupyter.lifecycle import discovery
+from pipejupyter.processes import pid_alive as _alive
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")

@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from pipejupyter import discovery
-from pipejupyter.processes import pid_alive as _alive  # a zombie counts as gone
+from pipejupyter.lifecycle import discovery
+from pipejupyter.processes import pid_alive as _alive
 from tests.conftest import children_of, wait_until
 from tests.lab_support import LabServer
 from tests.slurm_support import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (slurm_clean: fixture)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import pipejupyter
-from pipejupyter import discovery, manager
+from pipejupyter.lifecycle import discovery, manager
 from pipejupyter.errors import ClusterError, ConfigError, UnknownCluster
 from tests.conftest import PYTHON, ROOT, run_cli, wait_until
 from tests.gateway_support import (  # noqa: F401  (gw is a fixture)
@@ -109,7 +109,7 @@ def _second_process(targets: list[str], isolated: Path) -> list[dict]:
         """
         import json, sys
         import pipejupyter
-        from pipejupyter import manager
+        from pipejupyter.lifecycle import manager
         from pipejupyter.errors import NotOwned
         listed = [{"backend": r["backend"], "id": r["id"]} for r in manager.list_clusters()]
         out = []
@@ -254,7 +254,7 @@ def test_adaptive_gateway_cluster(gw):
 
 @pytest.mark.gateway
 def test_scale_beyond_the_gateway_limit_says_so(gw):
-    from pipejupyter.backends.gateway import GatewayLimitWarning
+    from pipejupyter.backends.gateway.backend import GatewayLimitWarning
 
     handle = pipejupyter.start("gw", workers=1, timeout=120)
     try:

@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 
 def _resolve(isolated: Path, body: dict, name: str = "gw"):
-    from pipejupyter.config import load_config
+    from pipejupyter.config.loader import load_config
 
     path = isolated / "work" / "extra.yaml"
     path.write_text(yaml.safe_dump({"pipecluster": {"profiles": {name: body}}}))
@@ -46,7 +46,7 @@ def test_profile_errors(isolated, body, message):
 
 
 def test_gateway_cluster_class_file_is_translated(isolated):
-    from pipejupyter.config import load_config
+    from pipejupyter.config.loader import load_config
 
     path = isolated / "work" / "gateway.yaml"
     path.write_text(
@@ -62,7 +62,7 @@ def test_gateway_cluster_class_file_is_translated(isolated):
 def test_environment_without_a_gateway_option_warns_with_names():
     from dask_gateway.options import Options
 
-    from pipejupyter.backends.gateway_options import fill_options
+    from pipejupyter.backends.gateway.options import fill_options
 
     # The server's option spec as GET /api/v1/options sends it, without an environment field.
     spec = [{"field": "worker_cores", "label": "cores", "default": 1, "spec": {"type": "int", "min": 1, "max": 4}}]
@@ -81,8 +81,8 @@ def test_environment_without_a_gateway_option_warns_with_names():
 
 
 def test_remote_environment_keeps_machine_paths_and_pattern_secrets_here():
-    from pipejupyter.backends.remote_env import remote_environment
-    from pipejupyter.environment import worker_environment
+    from pipejupyter.environment.remote import remote_environment
+    from pipejupyter.environment.workers import worker_environment
 
     environ = {"PATH": "/here/bin", "PJ_TOKEN": "t0ken-value", "PJ_PLAIN": "x", "OMPI_COMM_WORLD_RANK": "0", "EXACT_KEY": "k3y-value"}
     env = worker_environment({"pass": ["PATH", "PJ_*", "OMPI_*", "EXACT_KEY"], "set": {"SET_TOKEN": "s"}}, environ=environ)
@@ -94,6 +94,6 @@ def test_remote_environment_keeps_machine_paths_and_pattern_secrets_here():
 
 
 def test_import_does_not_load_dask_gateway():
-    code = "import sys, pipejupyter.backends.gateway, pipejupyter.backends.kubernetes; print('dask_gateway' in sys.modules, 'dask_kubernetes' in sys.modules)"
+    code = "import sys, pipejupyter.backends.gateway.backend, pipejupyter.backends.kubernetes; print('dask_gateway' in sys.modules, 'dask_kubernetes' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.split() == ["False", "False"], out.stderr

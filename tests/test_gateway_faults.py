@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import pipejupyter
-from pipejupyter import discovery
+from pipejupyter.lifecycle import discovery
 from pipejupyter.processes import pid_alive
 from tests.conftest import ROOT, live_children, wait_until
 from tests.gateway_support import cluster_processes, gw  # noqa: F401  (gw is a fixture)
@@ -25,7 +25,7 @@ def reapers() -> list[int]:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"pipejupyter.reaper" in cmdline.read_bytes():
+            if b"pipejupyter.backends.reaper" in cmdline.read_bytes():
                 found.append(int(cmdline.parent.name))
         except OSError:
             continue

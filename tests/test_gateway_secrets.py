@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 import pipejupyter
-from pipejupyter import manager
+from pipejupyter.lifecycle import manager
 from pipejupyter.errors import ClusterError, ConfigError
 from tests.conftest import ROOT, run_cli
 from tests.gateway_support import bounded, gw, write_config  # noqa: F401  (gw is a fixture)

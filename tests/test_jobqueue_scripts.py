@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from pipejupyter import manager
-from pipejupyter.backends.jobscript import export_lines, scheduler_probe
-from pipejupyter.config import load_config
-from pipejupyter.environment import worker_environment
+from pipejupyter.backends.jobqueue.job_script import export_lines, scheduler_probe
+from pipejupyter.lifecycle import manager
+from pipejupyter.config.loader import load_config
+from pipejupyter.environment.workers import worker_environment
 from pipejupyter.errors import ConfigError
 from tests.conftest import line_of, write
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 import pipejupyter
-from pipejupyter import manager
-from pipejupyter.backends.remote_env import MACHINE_LOCAL
+from pipejupyter.lifecycle import manager
+from pipejupyter.environment.remote import MACHINE_LOCAL
 from pipejupyter.errors import ClusterError, ConfigError
 from tests.conftest import ROOT, require, run_cli
 
@@ -97,7 +97,7 @@ def test_dry_run_prints_the_resource_without_secrets(isolated):
 
 
 def test_kubecluster_file_format_is_translated(isolated):
-    from pipejupyter.config import load_config
+    from pipejupyter.config.loader import load_config
 
     path = isolated / "work" / "kube.yaml"
     path.write_text(

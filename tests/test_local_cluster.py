@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import pipejupyter
-from pipejupyter import discovery, manager
+from pipejupyter.lifecycle import discovery, manager
 from pipejupyter.errors import ClusterError, ConfigError, NotOwned, UnknownCluster
 from tests.conftest import ROOT, children_of, live_children, wait_until
 
@@ -83,7 +83,7 @@ def test_other_process_lists_and_connects(isolated):
     code = textwrap.dedent(
         f"""
         import json, pipejupyter
-        from pipejupyter import manager
+        from pipejupyter.lifecycle import manager
         records = manager.list_clusters()
         h = pipejupyter.connect({handle.id!r})
         print(json.dumps({{"names": [r["name"] for r in records], "workers": h.model()["workers"],

@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
-import pipejupyter.magics  # noqa: F401 - registers the subcommands
-from pipejupyter import magics_parser
+from pipejupyter.notebook import parser as magics_parser
 
 WORDS = st.sampled_from(
     ["start", "stop", "scale", "adapt", "connect", "logs", "config", "env", "list", "help", "use",

@@ -12,7 +12,8 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from pipejupyter import magics_parser, manager
+from pipejupyter.lifecycle import manager
+from pipejupyter.notebook import parser as magics_parser
 from tests.conftest import PYTHON, ROOT, require
 from tests.magics_support import (  # noqa: F401 (shell is a fixture)
     WIDGET_MIME,
@@ -39,11 +40,11 @@ def test_load_ext_imports_no_optional_library(isolated):
         shell = InteractiveShell.instance()
         shell.run_line_magic("load_ext", "pipejupyter")
         heavy = ("distributed", "dask", "ipywidgets", "dask_jobqueue", "dask_gateway",
-                 "dask_kubernetes", "casatasks", "mpi4py", "pipejupyter.widgets", "pipejupyter.stage_magic")
+                 "dask_kubernetes", "casatasks", "mpi4py", "pipejupyter.notebook.cluster_widget", "pipejupyter.notebook.stage_magic")
         print(sorted(m for m in heavy if m in sys.modules))
         print("pipecluster" in shell.magics_manager.magics["line"], "pipestage" in shell.magics_manager.magics["cell"])
-        import pipejupyter.manager as m
-        print(m.OWNER_KIND)
+        import pipejupyter.lifecycle.manager as m
+        print(m.default_manager.owner_kind)
         """
     )
     done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
@@ -172,7 +173,7 @@ def test_the_registry_is_extensible(shell):
 def test_pipestage_is_reserved_and_loaded_lazily(shell, monkeypatch):
     assert "pipestage" in shell.magics_manager.magics["cell"]
     # An installation without the stages module: one clear UsageError, no traceback.
-    monkeypatch.setitem(sys.modules, "pipejupyter.stage_magic", None)
+    monkeypatch.setitem(sys.modules, "pipejupyter.notebook.stage_magic", None)
     with pytest.raises(UsageError, match="pipeline stages are not available"):
         shell.run_cell_magic("pipestage", "", "x = 1\n")
 

@@ -11,7 +11,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from pipejupyter import discovery, manager
+from pipejupyter.lifecycle import discovery, manager
 from tests.conftest import PYTHON, ROOT, wait_until
 from tests.magics_support import (  # noqa: F401 (shell is a fixture)
     WIDGET_MIME,
@@ -174,4 +174,4 @@ def test_list_and_connect_clusters_of_another_process(shell, isolated):
         owner.stdin.close()
         owner.wait(timeout=60)
     assert wait_until(lambda: not discovery.read_all(), timeout=10)
-    assert sys.modules["pipejupyter.manager"].OWNER_KIND == "kernel"
+    assert sys.modules["pipejupyter.lifecycle.manager"].default_manager.owner_kind == "kernel"

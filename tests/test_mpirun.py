@@ -11,9 +11,9 @@ import textwrap
 import pytest
 
 import pipejupyter
-from pipejupyter.nested_mpi import MpiError, mpi_child_environ
-from pipejupyter.results import StageFailed
-from pipejupyter.stages import run_stage
+from pipejupyter.stages.results import StageFailed
+from pipejupyter.stages.run import run_stage
+from pipejupyter.work.nested_mpi import MpiError, mpi_child_environ
 from tests.conftest import ROOT, require
 
 pytestmark = pytest.mark.mpi

@@ -25,7 +25,7 @@ OWNER = textwrap.dedent(
     """
     import functools, json, sys, time
     from pathlib import Path
-    from pipejupyter.reaper import Order, Reaper
+    from pipejupyter.backends.reaper import Order, Reaper
 
     marker, record, release = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "release"
     Path(record).write_text("{}")

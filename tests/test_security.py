@@ -12,10 +12,10 @@ pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 
 def assert_refused(address: str, expect: type[BaseException] = Exception, **kwargs) -> None:
     """Client(address) fails; the half-made Client is closed here and now (see
-    pipejupyter.failed_client: left open, it stalls a later Client's start)."""
+    pipejupyter.lifecycle.client: left open, it stalls a later Client's start)."""
     from distributed import Client
 
-    from pipejupyter.failed_client import release_failed_client
+    from pipejupyter.lifecycle.client import release_failed_client
 
     with pytest.raises(expect) as info:
         Client(address, timeout=3, set_as_default=False, **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipejupyter import manager
+from pipejupyter.lifecycle import manager
 from tests.server_support import API, jp_server_config, restore_owner_kind  # noqa: F401 (fixtures)
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]

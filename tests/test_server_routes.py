@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from pipejupyter import discovery, manager
+from pipejupyter.lifecycle import discovery, manager
 from tests.conftest import PYTHON, ROOT, live_children, port_open, wait_until
 from tests.server_support import API, jp_server_config, restore_owner_kind  # noqa: F401 (fixtures)
 
@@ -58,8 +58,8 @@ def slow_preload(tmp_path) -> str:
 KERNEL_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    import pipejupyter.manager as m
-    m.set_owner_kind("kernel")
+    import pipejupyter.lifecycle.manager as m
+    m.default_manager.owner_kind = "kernel"
     handle = m.start("local", workers=1, timeout=60)
     print(json.dumps({"id": handle.id, "pid": __import__("os").getpid()}), flush=True)
     for line in sys.stdin:
@@ -362,7 +362,7 @@ async def test_backend_start_failure_is_502_and_cleaned_up(api, tmp_path):
 async def test_a_bug_is_a_logged_500_with_a_json_message(api, jp_serverapp, monkeypatch):
     import logging
 
-    from pipejupyter.service import ClusterService
+    from pipejupyter.server.service import ClusterService
 
     def broken(self, timeout=2.0):
         raise ZeroDivisionError("injected bug")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipejupyter import discovery
-from pipejupyter.processes import pid_alive as _alive  # a zombie counts as gone
+from pipejupyter.lifecycle import discovery
+from pipejupyter.processes import pid_alive as _alive
 from tests.conftest import PYTHON, ROOT, children_of, port_open, wait_until
 from tests.lab_support import free_port
 from tests.server_support import API

@@ -16,7 +16,7 @@ import pytest
 from distributed import wait
 
 import pipejupyter
-from pipejupyter import discovery, manager
+from pipejupyter.lifecycle import discovery, manager
 from pipejupyter.errors import ClusterError, ConfigError
 from tests.conftest import ROOT, live_children, wait_until
 from tests.slurm_support import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (fixture)

@@ -12,10 +12,10 @@ import time
 import pytest
 
 import pipejupyter
-from pipejupyter import context
-from pipejupyter.placement import PlacementError
-from pipejupyter.results import StageFailed
-from pipejupyter.stages import StageError, StageReporter, run_stage
+from pipejupyter.stages import context
+from pipejupyter.stages.placement import PlacementError
+from pipejupyter.stages.results import StageFailed
+from pipejupyter.stages.run import StageError, StageReporter, run_stage
 from tests.conftest import PYTHON, wait_until
 
 
@@ -206,7 +206,7 @@ def test_resources_are_checked_before_submitting(client, tmp_path):
     with pytest.raises(StageError, match="stage name"):
         run_stage("a b/c", square, [1], client=client, progress=None)
     with pytest.raises(StageError, match="two items have the key"):
-        run_stage("dup", square, [pipejupyter.stages.Item("k", 1), pipejupyter.stages.Item("k", 2)], client=client, progress=None)
+        run_stage("dup", square, [pipejupyter.stages.run.Item("k", 1), pipejupyter.stages.run.Item("k", 2)], client=client, progress=None)
 
 
 def where(path):
@@ -225,7 +225,7 @@ def test_mapfile_hosts_place_items(client, tmp_path):
     )
     try:
         assert wait_until(lambda: any(w["host"] == "127.0.0.2" for w in client.scheduler_info(n_workers=-1)["workers"].values()), 60)
-        mapfile = pipejupyter.inputs.write_mapfile(tmp_path / "in.map", {
+        mapfile = pipejupyter.stages.inputs.write_mapfile(tmp_path / "in.map", {
             "127.0.0.2": [f"/data/b{i}.MS" for i in range(6)],
             "localhost": [f"/data/a{i}.MS" for i in range(6)],
         })
@@ -233,9 +233,9 @@ def test_mapfile_hosts_place_items(client, tmp_path):
         placed = result.by_key()
         assert {placed[f"/data/b{i}.MS"] for i in range(6)} == {"127.0.0.2"}
         assert {placed[f"/data/a{i}.MS"] for i in range(6)} == {"127.0.0.1"}
-        nowhere = pipejupyter.inputs.write_mapfile(tmp_path / "bad.map", {"192.0.2.77": ["/data/x.MS"]})
+        nowhere = pipejupyter.stages.inputs.write_mapfile(tmp_path / "bad.map", {"192.0.2.77": ["/data/x.MS"]})
         with pytest.raises(PlacementError, match=r"'192\.0\.2\.77', but no worker runs there; worker hosts: 127\.0\.0\.1, 127\.0\.0\.2"):
-            run_stage("nowhere", where, pipejupyter.inputs.mapfile(nowhere), client=client, workdir=tmp_path, progress=None)
+            run_stage("nowhere", where, pipejupyter.stages.inputs.mapfile(nowhere), client=client, workdir=tmp_path, progress=None)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)

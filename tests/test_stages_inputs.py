@@ -8,14 +8,14 @@ import textwrap
 
 import pytest
 
-from pipejupyter import inputs
-from pipejupyter.batching import BatchPlanner
-from pipejupyter.cellwork import CellError, cell_work, used_names
-from pipejupyter.fingerprint import digest, token
-from pipejupyter.inputs import InputError, Item, resolve_items
-from pipejupyter.stages import StageError, parse_resources
-from pipejupyter.work import Command, CommandFailed, WorkError, as_work, command
-from pipejupyter.worker_side import Entries, run_batch
+from pipejupyter.stages import inputs
+from pipejupyter.stages.batch_planning import BatchPlanner
+from pipejupyter.stages.inputs import InputError, Item, resolve_items
+from pipejupyter.stages.run import StageError, parse_resources
+from pipejupyter.work.cell import CellError, cell_work, used_names
+from pipejupyter.work.executor import Entries, run_batch
+from pipejupyter.work.fingerprint import digest, token
+from pipejupyter.work.kinds import Command, CommandFailed, WorkError, as_work, command
 from tests.conftest import PYTHON, ROOT
 
 
@@ -92,7 +92,7 @@ def test_token_of_a_notebook_function_survives_a_restart(tmp_path):
         """
         import sys
         sys.path.insert(0, sys.argv[1])
-        from pipejupyter.fingerprint import token
+        from pipejupyter.work.fingerprint import token
         scale = 3
         src = "def work(x):\\n    return x * scale + 1\\n"
         exec(compile(src, sys.argv[2], "exec"))
@@ -143,7 +143,7 @@ def test_batch_runner_keeps_going_after_a_failure():
 
 
 def _meta():
-    from pipejupyter.worker_side import BatchMeta
+    from pipejupyter.work.executor import BatchMeta
 
     return BatchMeta(None, 0, True)
 
@@ -192,7 +192,7 @@ def test_python_module_imports_stay_light():
     """Stage modules import neither distributed nor IPython nor ipywidgets at import time."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import pipejupyter.stages, pipejupyter.context, pipejupyter.casa_tasks, pipejupyter.nested_mpi, pipejupyter.inputs;"
+        "import pipejupyter.stages.run, pipejupyter.stages.context, pipejupyter.work.casa, pipejupyter.work.nested_mpi, pipejupyter.stages.inputs;"
         "bad = [m for m in ('distributed', 'IPython', 'ipywidgets', 'casatasks', 'mpi4py') if m in sys.modules];"
         "print(bad)"
     )

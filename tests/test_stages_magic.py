@@ -9,13 +9,13 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from pipejupyter import manager
-from pipejupyter.results import StageFailed
+from pipejupyter.lifecycle import manager
+from pipejupyter.stages.results import StageFailed
 
 
 @pytest.fixture
 def shell(isolated, no_leaks):
-    kind = manager.OWNER_KIND
+    kind = manager.default_manager.owner_kind
     ip = InteractiveShell.instance()
     ip.extension_manager.load_extension("pipejupyter")
     ip.run_line_magic("pipecluster", "start -n 2")
@@ -23,7 +23,7 @@ def shell(isolated, no_leaks):
     for name in ("out", "factor", "helper", "lock", "files", "once", "res", "flagged"):
         ip.user_ns.pop(name, None)
     manager.stop_all()
-    manager.set_owner_kind(kind)
+    manager.default_manager.owner_kind = kind
 
 
 def stage(shell, line: str, body: str):
@@ -93,7 +93,7 @@ def test_bad_lines_and_bodies_are_usage_errors(shell):
 
 
 def test_over_takes_an_unquoted_expression():
-    from pipejupyter.stage_magic import parse
+    from pipejupyter.notebook.stage_magic import parse
 
     args = parse("flag --over glob('data/*.ms') + ['x.ms'] --as vis -o out --rerun")
     assert (args.name, args.over, args.var, args.output, args.rerun) == ("flag", "glob('data/*.ms') + ['x.ms']", "vis", "out", True)

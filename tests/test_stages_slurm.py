@@ -10,8 +10,8 @@ import cloudpickle
 import pytest
 
 import pipejupyter
-from pipejupyter import context
-from pipejupyter.stages import run_stage
+from pipejupyter.stages import context
+from pipejupyter.stages.run import run_stage
 from tests.slurm_support import jobs_under, slurm_clean  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_clean", "no_leaks")]

@@ -6,8 +6,13 @@ import io
 
 import pytest
 
-from pipejupyter.results import ItemFailure, StageResult
-from pipejupyter.stage_widgets import StageProgress, TextProgress, make_reporter, progress_text
+from pipejupyter.notebook.stage_progress import (
+    StageProgress,
+    TextProgress,
+    make_reporter,
+    progress_text,
+)
+from pipejupyter.stages.results import ItemFailure, StageResult
 
 
 def counts(**kw):

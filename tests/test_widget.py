@@ -8,9 +8,11 @@ import time
 
 import pytest
 
-from pipejupyter import html_views, manager, widgets
+from pipejupyter.lifecycle import manager
 from pipejupyter.models import cluster_model, worker_row
-from pipejupyter.widgets import ClusterWidget, widget_for
+from pipejupyter.notebook import cluster_widget as widgets
+from pipejupyter.notebook import html_views
+from pipejupyter.notebook.cluster_widget import ClusterWidget, widget_for
 from tests.conftest import wait_until
 from tests.slurm_support import jobs_under, slurm_clean  # noqa: F401 (fixture)
 
@@ -212,7 +214,7 @@ def test_without_a_running_loop_the_widget_is_static():
 def test_pending_slurm_jobs_show_their_job_ids_then_run(isolated):
     from tests.test_magics import ipython_shell
 
-    kind = manager.OWNER_KIND
+    kind = manager.default_manager.owner_kind
     shell = ipython_shell()
     shell.extension_manager.load_extension("pipejupyter")
     try:
@@ -220,7 +222,7 @@ def test_pending_slurm_jobs_show_their_job_ids_then_run(isolated):
             "pipecluster", "start slurm -n 1 --no-wait --set cluster_kwargs.memory=1GiB --set cluster_kwargs.walltime=00:20:00"
         )
     finally:
-        manager.set_owner_kind(kind)
+        manager.default_manager.owner_kind = kind
     widget = ClusterWidget(handle, live=False)
     jobs = jobs_under(isolated)
     assert len(jobs) == 1  # one job: the shared 2-CPU test node has room for it

@@ -30,7 +30,9 @@ export async function resolveDashboard(link: string): Promise<string> {
   const port = url.port || (url.protocol === 'https:' ? '443' : '80');
   const base = ServerConnection.makeSettings().baseUrl;
   return (
-    URLExt.join(base, 'proxy', port, url.pathname || '/') + url.search + url.hash
+    URLExt.join(base, 'proxy', port, url.pathname || '/') +
+    url.search +
+    url.hash
   );
 }
 

@@ -3,12 +3,7 @@
  */
 
 export type ClusterStatus =
-  | 'starting'
-  | 'running'
-  | 'lost'
-  | 'stopping'
-  | 'stopped'
-  | 'failed';
+  'starting' | 'running' | 'lost' | 'stopping' | 'stopped' | 'failed';
 
 export interface IAdapt {
   minimum: number;

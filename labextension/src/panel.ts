@@ -53,12 +53,16 @@ export class ClusterPanel extends Widget {
     this.addClass('pj-panel');
     this.title.caption = 'Pipeline clusters';
 
-    const refresh = h('button', {
-      class: 'pj-button pj-button-refresh',
-      type: 'button',
-      title: 'Refresh now',
-      'data-action': 'refresh'
-    }, ['↻']);
+    const refresh = h(
+      'button',
+      {
+        class: 'pj-button pj-button-refresh',
+        type: 'button',
+        title: 'Refresh now',
+        'data-action': 'refresh'
+      },
+      ['↻']
+    );
     refresh.addEventListener('click', () => void this.refresh(true));
     this._errorArea.hidden = true;
     this._errorArea.addEventListener('click', () => {

@@ -70,9 +70,9 @@ export async function request<T>(
     }
   }
   if (!response.ok) {
-    const body = (parsed && data && typeof data === 'object'
-      ? data
-      : {}) as Partial<IErrorBody>;
+    const body = (
+      parsed && data && typeof data === 'object' ? data : {}
+    ) as Partial<IErrorBody>;
     const message =
       typeof body.message === 'string' && body.message
         ? body.message

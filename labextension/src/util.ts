@@ -46,12 +46,16 @@ export function actionButton(
   label: string,
   title = label
 ): HTMLButtonElement {
-  return h('button', {
-    class: `pj-button pj-button-${action}`,
-    type: 'button',
-    title,
-    'data-action': action
-  }, [label]);
+  return h(
+    'button',
+    {
+      class: `pj-button pj-button-${action}`,
+      type: 'button',
+      title,
+      'data-action': action
+    },
+    [label]
+  );
 }
 
 /** "1 worker", "2 workers". */
@@ -77,7 +81,10 @@ export function humanBytes(bytes: number | null | undefined): string {
 
 /** The text of an error of any kind. */
 export function errorText(error: unknown): string {
-  if (error && typeof (error as { describe?: unknown }).describe === 'function') {
+  if (
+    error &&
+    typeof (error as { describe?: unknown }).describe === 'function'
+  ) {
     return (error as { describe(): string }).describe();
   }
   if (error instanceof Error) {

@@ -39,7 +39,9 @@ function readAdapt(min: HTMLInputElement, max: HTMLInputElement): IAdapt {
 function readWorkers(input: HTMLInputElement): number {
   const value = Number(input.value);
   if (input.value.trim() === '' || !Number.isInteger(value) || value < 0) {
-    throw new Error(`workers must be a whole number >= 0, not "${input.value}"`);
+    throw new Error(
+      `workers must be a whole number >= 0, not "${input.value}"`
+    );
   }
   return value;
 }
@@ -97,7 +99,11 @@ export class ProfileRow {
     profile: IProfileModel,
     private _actions: IViewActions
   ) {
-    const start = actionButton('start', 'Start', `Start a ${profile.name} cluster`);
+    const start = actionButton(
+      'start',
+      'Start',
+      `Start a ${profile.name} cluster`
+    );
     start.addEventListener('click', () => this._start());
     this._adaptToggle.addEventListener('change', () => this._syncMode());
     this.node = h('li', { class: 'pj-profile', 'data-profile': profile.name }, [
@@ -172,9 +178,16 @@ export class ClusterCard {
   private _scale = numberInput('scale', 1, 0, 'workers');
   private _min = numberInput('minimum', 1, 0, 'adapt minimum');
   private _max = numberInput('maximum', 4, 0, 'adapt maximum');
-  private _dashboard = actionButton('dashboard', 'Dashboard', 'Open the Dask dashboard');
+  private _dashboard = actionButton(
+    'dashboard',
+    'Dashboard',
+    'Open the Dask dashboard'
+  );
 
-  constructor(model: IClusterModel, private _actions: IViewActions) {
+  constructor(
+    model: IClusterModel,
+    private _actions: IViewActions
+  ) {
     this.model = model;
     const on = (button: HTMLButtonElement, fn: () => void) => {
       button.addEventListener('click', () => {
@@ -208,15 +221,25 @@ export class ClusterCard {
           this._min,
           '–',
           this._max,
-          on(actionButton('adapt', 'Adapt', 'Scale adaptively between minimum and maximum'), () =>
-            this._actions.adapt(id, readAdapt(this._min, this._max))
+          on(
+            actionButton(
+              'adapt',
+              'Adapt',
+              'Scale adaptively between minimum and maximum'
+            ),
+            () => this._actions.adapt(id, readAdapt(this._min, this._max))
           )
         ])
       ]),
       h('div', { class: 'pj-row pj-controls' }, [
         on(this._dashboard, () => this._actions.dashboard(this.model)),
-        on(actionButton('insert', 'Insert connect code', 'Put %pipecluster connect into the active cell'), () =>
-          this._actions.insert(this.model)
+        on(
+          actionButton(
+            'insert',
+            'Insert connect code',
+            'Put %pipecluster connect into the active cell'
+          ),
+          () => this._actions.insert(this.model)
         ),
         on(actionButton('stop', 'Stop', 'Stop this cluster'), () =>
           this._actions.stop(id)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import NotOwned
-from ..models import ClusterSpec
-from ..schema import Field
-from .base import Backend
+from pipejupyter.backends.base import Backend
+from pipejupyter.config.schema import Field
+from pipejupyter.errors import NotOwned
+from pipejupyter.models import ClusterSpec
 
 
 class AddressBackend(Backend):
@@ -27,7 +27,7 @@ class AddressBackend(Backend):
     def make_client(self, **kwargs: Any):
         from distributed import Client
 
-        from ..security import make_security
+        from pipejupyter.environment.tls import make_security
 
         security = make_security(self.spec.security, source=self.spec.origin_of("security"))
         return Client(self._address, **({"security": security} if security else {}), **kwargs)

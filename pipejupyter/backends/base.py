@@ -15,10 +15,12 @@ from typing import Any, ClassVar
 
 import yaml
 
-from ..environment import WorkerEnvironment, mpi_sanitized, redact_tree
-from ..errors import ClusterError, ConfigError, MissingDependency, did_you_mean
-from ..models import ClusterSpec, worker_row
-from ..schema import Field
+from pipejupyter.config.schema import Field
+from pipejupyter.environment.mpi import mpi_sanitized
+from pipejupyter.environment.redaction import redact_tree
+from pipejupyter.environment.workers import WorkerEnvironment
+from pipejupyter.errors import ClusterError, ConfigError, MissingDependency, did_you_mean
+from pipejupyter.models import ClusterSpec, worker_row
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,9 @@ class Backend:
     #: which ``security`` forms the backend honours: "tls" (temporary), "files" (PEM paths)
     security_forms: ClassVar[tuple[str, ...]] = ()
     security_note: ClassVar[str] = "it does not pass TLS settings to its cluster"
+    #: True when clusters live on a service (Dask Gateway) that any process of this user can
+    #: list, attach to and stop: then list_remote, attach, attach_record and stop_record work
+    remote_clusters: ClassVar[bool] = False
 
     # -- resolve time -------------------------------------------------------------
     @classmethod
@@ -65,6 +70,7 @@ class Backend:
         if spec.cluster_class is None and cls.cluster_classes:
             spec.cluster_class = cls.cluster_classes[0]
         cls.translate(spec)
+        normalize_adapt_keys(spec, cls.workers_per_job(spec), note=cls.batch)
         if spec.workers is None and spec.adapt_kwargs is None:
             spec.workers = cls.default_workers(spec)
         cls.validate_kwargs(spec)
@@ -75,6 +81,12 @@ class Backend:
 
     @classmethod
     def default_workers(cls, spec: ClusterSpec) -> int:
+        return 1
+
+    @classmethod
+    def workers_per_job(cls, spec: ClusterSpec) -> int:
+        """Dask workers one job starts (batch backends: processes per job), for adapt's
+        ``minimum_jobs``/``maximum_jobs``."""
         return 1
 
     @classmethod
@@ -144,9 +156,9 @@ class Backend:
         self.spec = spec
         self.env = env
         self.cluster: Any = None
-        # The id of the cluster's discovery record, set by the manager before start():
-        # a backend whose cluster outlives this process (gateway) hands it to its reaper.
-        self.record_id: str | None = None
+        # The cluster's discovery file, set by the manager before start(): a backend whose
+        # cluster outlives this process (gateway) has its reaper remove it.
+        self.record_path: str | None = None
 
     def dry_run(self) -> str:
         """What would be started, as text; batch backends add their job script."""
@@ -206,10 +218,52 @@ class Backend:
     def disconnect(self) -> None:
         """Release what a connected (not owned) cluster holds here, without stopping it."""
 
-    # Optional classmethods of backends with remote clusters (see backends/gateway.py):
-    # attach(target, env) for ``name://...`` targets, attach_record(record) for discovery
-    # records with backend_info, list_remote(spec, timeout) -> records for `list`, and
-    # stop_record(record) for `stop` of a cluster this process does not own.
+    # -- other processes' clusters (backends with remote_clusters) ----------------------
+    @classmethod
+    def attach(cls, target: str, env: WorkerEnvironment) -> Backend:
+        """A backend attached to the running cluster ``target`` (``NAME://...``)."""
+        raise ClusterError(
+            f"the {cls.name!r} backend cannot connect to {target!r}: connect takes a scheduler "
+            "address (tcp://host:port, tls://...), gateway://NAME, or the id or name of a "
+            "discovered cluster"
+        )
+
+    @classmethod
+    def attach_record(cls, record: dict[str, Any]) -> Backend | None:
+        """A backend attached to a discovery record's cluster; None: connect to its
+        scheduler address instead."""
+        return None
+
+    @classmethod
+    def list_remote(cls, spec: ClusterSpec, timeout: float = 2.0) -> list[dict[str, Any]]:
+        """Listing records of the clusters this profile's service runs for this user."""
+        return []
+
+    @classmethod
+    def stop_record(cls, record: dict[str, Any], timeout: float = 30) -> bool:
+        """Stop a discovered cluster through the backend's service; False: not handled here
+        (the caller shuts it down through its scheduler)."""
+        return False
+
+
+def normalize_adapt_keys(spec: ClusterSpec, workers_per_job: int, *, note: bool = False) -> None:
+    """dask-jobqueue's ``minimum_jobs``/``maximum_jobs`` as worker counts (``minimum``/
+    ``maximum``), so every backend and the manager read one pair of keys."""
+    adapt = spec.adapt_kwargs
+    if not adapt:
+        return
+    for old, new in (("minimum_jobs", "minimum"), ("maximum_jobs", "maximum")):
+        if old not in adapt:
+            continue
+        jobs = adapt.pop(old)
+        if new in adapt or not isinstance(jobs, int) or isinstance(jobs, bool):
+            continue
+        adapt[new] = jobs * workers_per_job
+        if note:
+            spec.notes.append(
+                f"adapt {old}={jobs} means {new}={jobs * workers_per_job} workers "
+                f"({workers_per_job} per job)"
+            )
 
 
 class ClusterClassBackend(Backend):

@@ -24,12 +24,13 @@ from typing import Any
 
 import yaml
 
-from ..environment import REDACTED, is_secret, mpi_sanitized
-from ..errors import ClusterError, ConfigError
-from ..models import ClusterSpec
-from ..schema import Field
-from .base import ClusterClassBackend
-from .remote_env import remote_environment
+from pipejupyter.backends.base import ClusterClassBackend
+from pipejupyter.config.schema import Field
+from pipejupyter.environment.mpi import mpi_sanitized
+from pipejupyter.environment.redaction import REDACTED, is_secret
+from pipejupyter.environment.remote import remote_environment
+from pipejupyter.errors import ClusterError, ConfigError
+from pipejupyter.models import ClusterSpec
 
 DEFAULT_API_TIMEOUT = 10.0
 # A DaskCluster name becomes part of pod and service names: RFC 1123, short.
@@ -79,10 +80,6 @@ class KubernetesBackend(ClusterClassBackend):
             spec.env = {**spec.env, "set": {**(spec.env.get("set") or {}), **{str(k): str(v) for k, v in values.items()}}}
             spec.env.setdefault("pass", [])
             spec.notes.append("cluster_kwargs.env joins the worker environment (env.set)")
-        if spec.adapt_kwargs:
-            for old, new in (("minimum_jobs", "minimum"), ("maximum_jobs", "maximum")):
-                if old in spec.adapt_kwargs:
-                    spec.adapt_kwargs.setdefault(new, spec.adapt_kwargs.pop(old))
 
     @classmethod
     def validate_kwargs(cls, spec: ClusterSpec) -> None:

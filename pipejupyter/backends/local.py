@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..environment import mpi_sanitized
-from ..models import ClusterSpec
-from .base import ClusterClassBackend
+from pipejupyter.backends.base import ClusterClassBackend
+from pipejupyter.environment.mpi import mpi_sanitized
+from pipejupyter.models import ClusterSpec
 
 # Batch-job settings that mean nothing for local processes: dropped with a note.
 JOB_ONLY_KEYS = frozenset(
@@ -85,10 +85,6 @@ class LocalBackend(ClusterClassBackend):
         for key in sorted(JOB_ONLY_KEYS & set(kwargs)):
             kwargs.pop(key)
             spec.notes.append(f"{key} is a batch-job setting, ignored for local workers")
-        if spec.adapt_kwargs:
-            for old, new in (("minimum_jobs", "minimum"), ("maximum_jobs", "maximum")):
-                if old in spec.adapt_kwargs:
-                    spec.adapt_kwargs.setdefault(new, spec.adapt_kwargs.pop(old))
         spec.scheduler.setdefault("host", "127.0.0.1")
         spec.scheduler.setdefault("dashboard_address", "127.0.0.1:0")
 
@@ -119,7 +115,7 @@ class LocalBackend(ClusterClassBackend):
         if sched.get("dashboard_address") is not None:
             kwargs.setdefault("dashboard_address", sched["dashboard_address"])
         if spec.security:
-            from ..security import make_security
+            from pipejupyter.environment.tls import make_security
 
             kwargs.setdefault("security", make_security(spec.security, source=spec.origin_of("security")))
             kwargs.setdefault("protocol", "tls://")

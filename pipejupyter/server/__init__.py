@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .. import manager
-from ..service import ClusterService
-from .handlers import setup_handlers
+from pipejupyter.lifecycle.manager import ClusterManager
+from pipejupyter.server.handlers import setup_handlers
+from pipejupyter.server.service import ClusterService
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +27,10 @@ THREADS = 8
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    manager.set_owner_kind("server")
     _skip_main_reimport()
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="pipejupyter")
-    service = ClusterService(owner_label=functools.partial(_kernel_label, serverapp))
+    service = ClusterService(ClusterManager("server"), owner_label=functools.partial(_kernel_label, serverapp))
+    serverapp.web_app.settings["pipejupyter_service"] = service
     setup_handlers(serverapp.web_app, service, executor)
     _on_shutdown(serverapp, functools.partial(_shutdown, serverapp, service, executor))
     serverapp.log.info("pipejupyter: REST API at %spipejupyter/", serverapp.base_url)

@@ -19,7 +19,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from ..service import ClusterService, ServiceError, profile_list
+from pipejupyter.server.service import ClusterService, ServiceError, profile_list
 
 SERVICE = "pipejupyter_service"
 EXECUTOR = "pipejupyter_executor"
