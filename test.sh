@@ -3,7 +3,8 @@
 #
 # Installs (as root) SLURM, munge, OpenMPI, Chromium; creates .venv with every extra;
 # installs casatasks and measures data; starts a real single-node SLURM and a real
-# dask-gateway-server on loopback; runs ruff and pytest; stops the services again.
+# dask-gateway-server on loopback; runs ruff (lint and format), lint-imports (the layers),
+# the TypeScript lint, and pytest; stops the services again.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh --test
@@ -26,4 +27,7 @@ ci/gateway.sh start >/dev/null
 [ -f .ci-state/casa/env.sh ] && . .ci-state/casa/env.sh
 
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/lint-imports
+ci/tslint.sh
 .venv/bin/python -m pytest "$@"

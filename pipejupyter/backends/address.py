@@ -6,6 +6,7 @@ from typing import Any
 
 from pipejupyter.backends.base import Backend
 from pipejupyter.config.schema import Field
+from pipejupyter.environment.tls import make_security
 from pipejupyter.errors import NotOwned
 from pipejupyter.models import ClusterSpec
 
@@ -26,8 +27,6 @@ class AddressBackend(Backend):
 
     def make_client(self, **kwargs: Any):
         from distributed import Client
-
-        from pipejupyter.environment.tls import make_security
 
         security = make_security(self.spec.security, source=self.spec.origin_of("security"))
         return Client(self._address, **({"security": security} if security else {}), **kwargs)

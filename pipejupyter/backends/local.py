@@ -7,6 +7,7 @@ from typing import Any
 
 from pipejupyter.backends.base import ClusterClassBackend
 from pipejupyter.environment.mpi import mpi_sanitized
+from pipejupyter.environment.tls import make_security
 from pipejupyter.models import ClusterSpec
 
 # Batch-job settings that mean nothing for local processes: dropped with a note.
@@ -115,7 +116,6 @@ class LocalBackend(ClusterClassBackend):
         if sched.get("dashboard_address") is not None:
             kwargs.setdefault("dashboard_address", sched["dashboard_address"])
         if spec.security:
-            from pipejupyter.environment.tls import make_security
 
             kwargs.setdefault("security", make_security(spec.security, source=spec.origin_of("security")))
             kwargs.setdefault("protocol", "tls://")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import time
 
+from pipejupyter.lifecycle.manager import start
+
 
 def _square(x: int) -> int:
     return x * x
 
 
 def run(profile: str | None = None, *, workers: int | None = None, files=None, overrides=None) -> int:
-    from pipejupyter.lifecycle.manager import start
 
     t0 = time.perf_counter()
     handle = start(profile, workers=workers, config=files or None, overrides=overrides or None)

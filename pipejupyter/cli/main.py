@@ -13,7 +13,12 @@ from typing import Any
 
 import yaml
 
+from pipejupyter.cli.demo import run
+from pipejupyter.config.loader import load_config
+from pipejupyter.environment.redaction import redact_mapping, redact_tree
 from pipejupyter.errors import PipejupyterError
+from pipejupyter.lifecycle import discovery
+from pipejupyter.lifecycle.manager import dry_run, list_clusters, prepare, stop_discovered
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +65,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _spec_json(spec) -> dict[str, Any]:
-    from pipejupyter.environment.redaction import redact_mapping, redact_tree
 
     env = dict(spec.env)
     env["set"] = redact_mapping(env.get("set") or {}, env.get("redact") or ())
@@ -82,7 +86,6 @@ def _spec_json(spec) -> dict[str, Any]:
 
 
 def _cmd_config(args) -> int:
-    from pipejupyter.config.loader import load_config
 
     cfg = load_config(args.files, args.overrides, profile=args.profile)
     spec = cfg.resolve(args.profile)
@@ -98,7 +101,6 @@ def _cmd_config(args) -> int:
 
 
 def _cmd_profiles(args) -> int:
-    from pipejupyter.config.loader import load_config
 
     cfg = load_config(args.files, args.overrides)
     rows = []
@@ -124,7 +126,6 @@ def _cmd_profiles(args) -> int:
 
 
 def _cmd_env(args) -> int:
-    from pipejupyter.lifecycle.manager import prepare
 
     spec, backend = prepare(args.profile, config=args.files, overrides=args.overrides)
     env = backend.env
@@ -140,14 +141,12 @@ def _cmd_env(args) -> int:
 
 
 def _cmd_dry_run(args) -> int:
-    from pipejupyter.lifecycle.manager import dry_run
 
     print(dry_run(args.profile, workers=args.workers, config=args.files, overrides=args.overrides), end="")
     return 0
 
 
 def _cmd_list(args) -> int:
-    from pipejupyter.lifecycle.manager import list_clusters
 
     records = list_clusters()
     if args.json:
@@ -162,8 +161,6 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_stop(args) -> int:
-    from pipejupyter.lifecycle import discovery
-    from pipejupyter.lifecycle.manager import stop_discovered
 
     targets = [r["id"] for r in discovery.read_all()] if args.all else [args.id]
     for target in targets:
@@ -175,7 +172,6 @@ def _cmd_stop(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from pipejupyter.cli.demo import run
 
     return run(args.profile, workers=args.workers, files=args.files, overrides=args.overrides)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipejupyter.backend_registry import backend_class_for_profile
 from pipejupyter.config import schema as S
 from pipejupyter.config.yaml_source import KeyPath, SourcedYAML
 from pipejupyter.errors import ConfigError, did_you_mean
@@ -65,7 +66,6 @@ PROFILE_KEYS: dict[str, S.Field] = {
 
 def _profile_extra_keys(profile: dict) -> dict[str, S.Field]:
     # Backends may add keys of their own (gateway address, kubernetes image...).
-    from pipejupyter.backend_registry import backend_class_for_profile
 
     cls = backend_class_for_profile(profile, strict=False)
     return dict(getattr(cls, "profile_keys", {}) or {}) if cls is not None else {}

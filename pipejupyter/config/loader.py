@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
+from pipejupyter.backend_registry import backend_name_for_profile, get_backend
 from pipejupyter.config import schema as S
 from pipejupyter.config.formats import NATIVE, PROFILE_KEYS, normalize
+from pipejupyter.config.security import check_security
 from pipejupyter.config.yaml_source import KeyPath, load_yaml_file
 from pipejupyter.errors import ConfigError, did_you_mean
 from pipejupyter.models import ClusterSpec
@@ -149,7 +151,6 @@ class Config:
         adapt: tuple[int, int] | Mapping[str, Any] | None = None,
     ) -> ClusterSpec:
         """Turn one profile into a ClusterSpec, validated by its backend."""
-        from pipejupyter.backend_registry import backend_name_for_profile, get_backend
 
         name = profile or self.default_profile
         body = copy.deepcopy(self.profile(name))
@@ -176,7 +177,6 @@ class Config:
         )
         _apply_sizing_arguments(spec, workers, adapt)
         backend.finalize(spec)
-        from pipejupyter.config.security import check_security
 
         check_security(spec, backend)
         return spec

@@ -16,9 +16,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pipejupyter.backends.base import Backend
-from pipejupyter.lifecycle import discovery
 from pipejupyter.environment.redaction import redact_text, secret_values
 from pipejupyter.errors import ClusterError, NotOwned, UnknownCluster
+from pipejupyter.lifecycle import discovery
 from pipejupyter.models import ClusterSpec, ClusterStatus, cluster_model, worker_row
 
 logger = logging.getLogger(__name__)

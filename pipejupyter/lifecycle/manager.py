@@ -20,13 +20,13 @@ from typing import Any
 from pipejupyter.backend_registry import backend_class_for_profile, get_backend
 from pipejupyter.backends.address import AddressBackend
 from pipejupyter.backends.base import Backend
-from pipejupyter.lifecycle import discovery
-from pipejupyter.lifecycle.client import make_default_client, release_failed_client
-from pipejupyter.lifecycle.handle import ClusterHandle, owner_identity
 from pipejupyter.config.loader import Config, load_config
 from pipejupyter.environment.mpi import mpi_rank
 from pipejupyter.environment.workers import environment_for
 from pipejupyter.errors import ClusterError, PipejupyterError, UnknownCluster
+from pipejupyter.lifecycle import discovery
+from pipejupyter.lifecycle.client import make_default_client, release_failed_client
+from pipejupyter.lifecycle.handle import ClusterHandle, owner_identity
 from pipejupyter.models import ClusterSpec, ClusterStatus
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from pipejupyter.lifecycle import manager
 from pipejupyter.config.loader import load_config
+from pipejupyter.lifecycle import manager
 from pipejupyter.notebook import text_views as text
 from pipejupyter.notebook.parser import (
     CLUSTER,
@@ -30,6 +30,7 @@ from pipejupyter.notebook.parser import (
     subcommand,
     subparser,
 )
+from pipejupyter.stages import context
 
 
 def _display(obj: Any) -> None:
@@ -201,7 +202,6 @@ def dashboard(args: argparse.Namespace, shell: Any):
 @arg("stage", nargs="?", metavar="STAGE", help="only this stage's runs")
 @arg("--items", action="store_true", help="with STAGE: every item's latest state")
 def stages(args: argparse.Namespace, shell: Any):
-    from pipejupyter.stages import context
 
     if args.items and args.stage:
         print(context.format_items(context.items(args.stage)))

@@ -14,14 +14,17 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 
-from pipejupyter.lifecycle.handle import ClusterHandle
-from pipejupyter.lifecycle.manager import default_manager
+from pipejupyter.config.loader import load_config
 from pipejupyter.errors import PipejupyterError
+from pipejupyter.lifecycle import discovery
+from pipejupyter.lifecycle.handle import ClusterHandle
+from pipejupyter.lifecycle.manager import clusters, default_manager
 from pipejupyter.notebook import (
     commands,  # noqa: F401 - registers the built-in subcommands
     stage_progress,  # noqa: F401 - offers the stage widget to run_stage
 )
 from pipejupyter.notebook import parser as magics_parser
+from pipejupyter.notebook.cluster_widget import handle_mimebundle
 
 COMPLETER_KEY = "%pipecluster"
 STAGE_MODULE = f"{__package__}.stage_magic"
@@ -99,15 +102,12 @@ def complete(shell: Any, event: Any) -> list[str]:
 def _candidates(kind: str | None) -> list[str]:
     try:
         if kind == magics_parser.PROFILE:
-            from pipejupyter.config.loader import load_config
 
             return load_config().profile_names
         if kind == magics_parser.CLUSTER:
-            from pipejupyter.lifecycle.manager import clusters
 
             return [h.name for h in clusters()]
         if kind == magics_parser.DISCOVERED:
-            from pipejupyter.lifecycle import discovery
 
             records = discovery.read_all()
             return [r["id"] for r in records] + [r["name"] for r in records if r.get("name")]
@@ -118,19 +118,13 @@ def _candidates(kind: str | None) -> list[str]:
     return []
 
 
-def _handle_mimebundle(handle: Any) -> dict[str, Any]:
-    from pipejupyter.notebook.cluster_widget import handle_mimebundle
-
-    return handle_mimebundle(handle)
-
-
 def load(ipython: Any) -> None:
     default_manager.owner_kind = "kernel"
     _refresh_doc()
     magics_parser.on_change(_refresh_doc)
     ipython.register_magics(PipeclusterMagics)
     ipython.set_hook("complete_command", complete, str_key=COMPLETER_KEY)
-    ipython.display_formatter.mimebundle_formatter.for_type(ClusterHandle, _handle_mimebundle)
+    ipython.display_formatter.mimebundle_formatter.for_type(ClusterHandle, handle_mimebundle)
 
 
 def unload(ipython: Any) -> None:

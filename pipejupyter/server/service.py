@@ -13,8 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipejupyter.lifecycle.handle import ClusterHandle
-from pipejupyter.lifecycle.manager import ClusterManager
+from pipejupyter.config.loader import load_config
 from pipejupyter.errors import (
     ClusterError,
     ConfigError,
@@ -24,6 +23,8 @@ from pipejupyter.errors import (
     UnknownCluster,
     did_you_mean,
 )
+from pipejupyter.lifecycle.handle import ClusterHandle
+from pipejupyter.lifecycle.manager import ClusterManager
 from pipejupyter.models import ClusterStatus
 from pipejupyter.server.watcher import DiscoveredClusters
 
@@ -148,7 +149,6 @@ def parse_scale(body: bytes | str | Mapping | None) -> dict[str, Any]:
 
 def profile_list(config: Any = None) -> dict[str, Any]:
     """GET /profiles: every configured profile, resolved, with where its values came from."""
-    from pipejupyter.config.loader import load_config
 
     try:
         cfg = load_config(config)

@@ -15,10 +15,10 @@ import threading
 import time
 from typing import Any
 
+from pipejupyter.errors import PipejupyterError
 from pipejupyter.lifecycle import discovery
 from pipejupyter.lifecycle.handle import ClusterHandle
 from pipejupyter.lifecycle.manager import ClusterManager
-from pipejupyter.errors import PipejupyterError
 from pipejupyter.models import ClusterStatus, cluster_model, worker_row
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pipejupyter.lifecycle.manager import get
 from pipejupyter.errors import StageError, UnknownCluster
+from pipejupyter.lifecycle.manager import get
 from pipejupyter.stages import inputs
 from pipejupyter.stages.batch_planning import DEFAULT_TARGET
 from pipejupyter.stages.inputs import Item

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipejupyter.environment.mpi import mpi_rank
 from pipejupyter.errors import MissingDependency, PipejupyterError, did_you_mean
 from pipejupyter.work import capture
 from pipejupyter.work.fingerprint import digest
 from pipejupyter.work.kinds import Request, WorkError
+from pipejupyter.work.nested_mpi import MpiCall
 
 COMMANDS_LOG = "casa_commands.log"
 LIVE_PRIORITIES = ("WARN", "SEVERE")  # CASA log lines also shown under the cell while running
@@ -89,7 +91,6 @@ class CasaTask(Request):
         if item is not None:  # logged before it runs: a failed call is part of the record too
             item.commands.append(self.command)
         if self.mpi:
-            from pipejupyter.work.nested_mpi import MpiCall
 
             ranks = MpiCall(_casa_on_rank, (self.task, self.kwargs), {}, nprocs=self.mpi).execute()
             result = ranks[0]
@@ -210,7 +211,6 @@ class _LogTail(threading.Thread):
 
 
 def _casa_on_rank(task: str, kwargs: Mapping[str, Any]) -> Any:
-    from pipejupyter.environment.mpi import mpi_rank
 
     rank = mpi_rank() or 0
     size = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE") or 1)

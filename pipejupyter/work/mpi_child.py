@@ -12,11 +12,11 @@ import sys
 import traceback
 from pathlib import Path
 
+from pipejupyter.environment.mpi import mpi_rank
+
 
 def main(argv: list[str]) -> int:
     import cloudpickle
-
-    from pipejupyter.environment.mpi import mpi_rank
 
     folder = Path(argv[1])
     rank = mpi_rank() or 0

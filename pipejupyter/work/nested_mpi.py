@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipejupyter.environment.slurm import submission_environ
 from pipejupyter.errors import PipejupyterError
 from pipejupyter.work.fingerprint import digest
 from pipejupyter.work.kinds import Request, WorkError, run_streaming
@@ -80,7 +81,6 @@ def mpirun(fn: Callable[..., Any], *args: Any, nprocs: int, timeout: float | Non
 
 def mpi_child_environ() -> dict[str, str]:
     """This process's environment minus any MPI identity, plus what the children need."""
-    from pipejupyter.environment.slurm import submission_environ
 
     env = submission_environ(policy="always")
     package_root = str(Path(__file__).resolve().parents[1])

@@ -36,6 +36,7 @@ from pipejupyter.backends.jobqueue.sizing import (
 from pipejupyter.environment.mpi import mpi_sanitized
 from pipejupyter.environment.redaction import redact_assignments, redact_text, secret_values
 from pipejupyter.environment.slurm import submission_environ
+from pipejupyter.environment.tls import make_security
 from pipejupyter.errors import ClusterError, ConfigError
 from pipejupyter.models import ClusterSpec, worker_row
 
@@ -360,7 +361,6 @@ def _remove_certificate_files(cluster: Any) -> None:
 
 def _security(value: Any, source: str | None) -> Any:
     """What dask-jobqueue's ``security=`` takes: True makes temporary certificates itself."""
-    from pipejupyter.environment.tls import make_security
 
     if value in (True, "tls", "temporary"):
         return True

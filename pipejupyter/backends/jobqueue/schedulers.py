@@ -15,6 +15,8 @@ import time
 
 from pipejupyter.backends.jobqueue.base import JobQueueBackend, _default_job_name
 from pipejupyter.backends.jobqueue.job_script import header_lines
+from pipejupyter.backends.jobqueue.slurm_limits import check_partition, validate_walltime
+from pipejupyter.backends.jobqueue.slurm_tools import cancel, job_states, test_only
 from pipejupyter.errors import ClusterError, ConfigError
 from pipejupyter.models import ClusterSpec
 
@@ -46,7 +48,6 @@ class SLURMBackend(JobQueueBackend):
 
     @classmethod
     def validate_kwargs(cls, spec: ClusterSpec) -> None:
-        from pipejupyter.backends.jobqueue.slurm_limits import validate_walltime
 
         super().validate_kwargs(spec)
         validate_walltime(spec)
@@ -54,8 +55,6 @@ class SLURMBackend(JobQueueBackend):
     def preflight(self) -> None:
         """Our partition check (names the key and file) and sbatch's own verdict, before
         the scheduler starts and before any job is queued."""
-        from pipejupyter.backends.jobqueue.slurm_limits import check_partition
-        from pipejupyter.backends.jobqueue.slurm_tools import test_only
 
         environ = self.submission_environ()
         try:
@@ -76,8 +75,6 @@ class SLURMBackend(JobQueueBackend):
             raise ClusterError(self.redact(f"sbatch rejects the worker job ({header}): {' / '.join(message.splitlines())}"))
 
     def preflight_notes(self, script: str) -> list[str]:
-        from pipejupyter.backends.jobqueue.slurm_limits import check_partition
-        from pipejupyter.backends.jobqueue.slurm_tools import test_only
 
         environ = self.submission_environ()
         notes = []
@@ -98,7 +95,6 @@ class SLURMBackend(JobQueueBackend):
     def job_states(self, job_ids: list[str]) -> dict[str, str]:
         # Widgets and the lab panel poll the model every second or two: one squeue per
         # STATE_CACHE seconds for the same set of jobs is enough.
-        from pipejupyter.backends.jobqueue.slurm_tools import job_states
 
         key = tuple(sorted(job_ids))
         cached = getattr(self, "_states_cache", None)
@@ -109,7 +105,6 @@ class SLURMBackend(JobQueueBackend):
         return states
 
     def cancel_leftovers(self) -> None:
-        from pipejupyter.backends.jobqueue.slurm_tools import cancel, job_states
 
         environ = self.submission_environ()
         left = list(job_states(self.ledger.job_ids, environ))
