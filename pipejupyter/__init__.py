@@ -33,7 +33,7 @@ _LAZY = {
     "run_stage": "pipejupyter.stages.run",
     "casa": "pipejupyter.work.casa",
     "mpirun": "pipejupyter.work.nested_mpi",
-    "command": "pipejupyter.stages.run",
+    "command": "pipejupyter.work.kinds",
     "glob": "pipejupyter.stages.inputs",
     "mapfile": "pipejupyter.stages.inputs",
     "write_mapfile": "pipejupyter.stages.inputs",

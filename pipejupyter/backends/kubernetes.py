@@ -11,7 +11,7 @@ Profile keys (besides the common ones)::
 
 The resource is built by dask-kubernetes' own ``make_cluster_spec``, so ``dry_run()`` shows
 exactly what would be created. Its ``env`` is the profile's worker environment, MPI launch
-variables removed, as filtered for remote workers (see remote_env.py).
+variables removed, as filtered for remote workers (see environment/remote.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The built-in ``%pipecluster`` subcommands: one function each, registered in magics_parser.
+"""The built-in ``%pipecluster`` subcommands: one function each, registered in parser.py.
 
 Each function parses nothing and decides nothing: it calls the core (manager, config)
 and prints or displays what comes back. Core errors (PipejupyterError) are turned into

@@ -21,9 +21,9 @@ from pipejupyter.lifecycle.handle import ClusterHandle
 from pipejupyter.lifecycle.manager import clusters, default_manager
 from pipejupyter.notebook import (
     commands,  # noqa: F401 - registers the built-in subcommands
+    parser,
     stage_progress,  # noqa: F401 - offers the stage widget to run_stage
 )
-from pipejupyter.notebook import parser as magics_parser
 from pipejupyter.notebook.cluster_widget import handle_mimebundle
 
 COMPLETER_KEY = "%pipecluster"
@@ -33,14 +33,14 @@ STAGE_MODULE = f"{__package__}.stage_magic"
 def run_line(shell: Any, line: str) -> Any:
     """Parse and run one ``%pipecluster`` line; core errors become one-line UsageErrors."""
     try:
-        args = magics_parser.parse(line)
-        command = magics_parser.subcommands()[args.command]
+        args = parser.parse(line)
+        command = parser.subcommands()[args.command]
         return command.run(args, shell)
-    except magics_parser.HelpRequested as help_text:
+    except parser.HelpRequested as help_text:
         print(help_text.text.rstrip())
         return None
     except PipejupyterError as exc:
-        name = line.split()[0] if line.split() else magics_parser.DEFAULT_SUBCOMMAND
+        name = line.split()[0] if line.split() else parser.DEFAULT_SUBCOMMAND
         raise UsageError(f"%pipecluster {name}: {exc}") from None
 
 
@@ -48,7 +48,7 @@ def run_line(shell: Any, line: str) -> Any:
 class PipeclusterMagics(Magics):
     @line_magic
     def pipecluster(self, line: str = ""):
-        # The docstring is replaced by magics_parser.full_help() so %pipecluster? matches the parser.
+        # The docstring is replaced by parser.full_help() so %pipecluster? matches the parser.
         return run_line(self.shell, line)
 
     @cell_magic
@@ -68,7 +68,7 @@ class PipeclusterMagics(Magics):
 
 
 def _refresh_doc() -> None:
-    PipeclusterMagics.pipecluster.__doc__ = magics_parser.full_help()
+    PipeclusterMagics.pipecluster.__doc__ = parser.full_help()
 
 
 def complete(shell: Any, event: Any) -> list[str]:
@@ -77,7 +77,7 @@ def complete(shell: Any, event: Any) -> list[str]:
     words = typed.split()
     current = "" if not words or typed[-1:].isspace() else words.pop()
     words = words[1:]  # drop %pipecluster itself
-    registry = magics_parser.subcommands()
+    registry = parser.subcommands()
     if not words:
         return list(registry)
     command = registry.get(words[0])
@@ -101,18 +101,18 @@ def complete(shell: Any, event: Any) -> list[str]:
 
 def _candidates(kind: str | None) -> list[str]:
     try:
-        if kind == magics_parser.PROFILE:
+        if kind == parser.PROFILE:
 
             return load_config().profile_names
-        if kind == magics_parser.CLUSTER:
+        if kind == parser.CLUSTER:
 
             return [h.name for h in clusters()]
-        if kind == magics_parser.DISCOVERED:
+        if kind == parser.DISCOVERED:
 
             records = discovery.read_all()
             return [r["id"] for r in records] + [r["name"] for r in records if r.get("name")]
-        if kind == magics_parser.SUBCOMMAND:
-            return list(magics_parser.subcommands())
+        if kind == parser.SUBCOMMAND:
+            return list(parser.subcommands())
     except Exception:  # completion must never raise into the editor (e.g. a broken config file)
         return []
     return []
@@ -121,7 +121,7 @@ def _candidates(kind: str | None) -> list[str]:
 def load(ipython: Any) -> None:
     default_manager.owner_kind = "kernel"
     _refresh_doc()
-    magics_parser.on_change(_refresh_doc)
+    parser.on_change(_refresh_doc)
     ipython.register_magics(PipeclusterMagics)
     ipython.set_hook("complete_command", complete, str_key=COMPLETER_KEY)
     ipython.display_formatter.mimebundle_formatter.for_type(ClusterHandle, handle_mimebundle)

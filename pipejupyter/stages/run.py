@@ -1,6 +1,6 @@
 """run_stage: run work on a Dask cluster, once or once per item, with bookkeeping per item.
 
-Fan-out with automatic batching (batching.py), retries, host placement from mapfiles,
+Fan-out with automatic batching (batch_planning.py), retries, host placement from mapfiles,
 per-worker limits via Dask resources, progress and output events, and the persisted
 context (context.py) so a re-run skips what already succeeded. No IPython here: faces
 (``%%pipestage``, widgets) pass a reporter and show what it receives.

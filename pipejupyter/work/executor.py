@@ -176,7 +176,7 @@ def _exception_payload(exc: BaseException) -> bytes | None:
         return None
 
 
-_OWN_FILES = {__file__, *(os.path.join(os.path.dirname(__file__), f) for f in ("work.py", "cellwork.py"))}
+_OWN_FILES = {__file__, *(os.path.join(os.path.dirname(__file__), f) for f in ("kinds.py", "cell.py"))}
 
 
 def _format(exc: BaseException) -> str:

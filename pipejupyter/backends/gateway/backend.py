@@ -188,7 +188,7 @@ class GatewayBackend(Backend):
         self._attached = False  # True: someone else's cluster, never shut down from here
         self._requested = 0
         self._adaptive = False
-        self._reaper: Any = None  # stops the cluster if this process dies (see reaper.py)
+        self._reaper: Any = None  # stops the cluster if this process dies (see backends/reaper.py)
 
     def _environment(self) -> tuple[dict[str, str], list[str]]:
         return remote_environment(self.env, self.spec.env.get("pass") or (), "gateway")

@@ -1,4 +1,4 @@
-"""JobQueueBackend: what every dask-jobqueue scheduler backend shares (see jobqueue.py).
+"""JobQueueBackend: what every dask-jobqueue scheduler backend shares (see schedulers.py).
 
 What we add to dask-jobqueue:
 - job submission errors surface in ``start()``/``scale()`` (dask-jobqueue submits in the

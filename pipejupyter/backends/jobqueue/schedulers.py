@@ -1,6 +1,6 @@
 """Batch-scheduler backends through dask-jobqueue: SLURM, PBS, SGE, LSF, HTCondor, OAR, Moab.
 
-One thin module, as dask-jobqueue is thin per scheduler: JobQueueBackend (batch.py) does
+One thin module, as dask-jobqueue is thin per scheduler: JobQueueBackend (base.py) does
 the work, each scheduler class sets a few attributes. SLURM, the one we can run in CI,
 adds partition checks, ``sbatch --test-only``, job states from squeue and a final scancel.
 """
