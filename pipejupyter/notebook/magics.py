@@ -24,7 +24,6 @@ from pipejupyter.notebook import (
     parser,
     stage_progress,  # noqa: F401 - offers the stage widget to run_stage
 )
-from pipejupyter.notebook.cluster_widget import handle_mimebundle
 
 COMPLETER_KEY = "%pipecluster"
 STAGE_MODULE = f"{__package__}.stage_magic"
@@ -118,13 +117,20 @@ def _candidates(kind: str | None) -> list[str]:
     return []
 
 
+def _handle_mimebundle(handle: Any) -> dict[str, Any]:
+    # The widget module loads at the first display of a handle, not with %load_ext.
+    from pipejupyter.notebook.cluster_widget import handle_mimebundle
+
+    return handle_mimebundle(handle)
+
+
 def load(ipython: Any) -> None:
     default_manager.owner_kind = "kernel"
     _refresh_doc()
     parser.on_change(_refresh_doc)
     ipython.register_magics(PipeclusterMagics)
     ipython.set_hook("complete_command", complete, str_key=COMPLETER_KEY)
-    ipython.display_formatter.mimebundle_formatter.for_type(ClusterHandle, handle_mimebundle)
+    ipython.display_formatter.mimebundle_formatter.for_type(ClusterHandle, _handle_mimebundle)
 
 
 def unload(ipython: Any) -> None:

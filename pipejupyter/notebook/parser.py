@@ -6,7 +6,8 @@ Another module adds a subcommand the same way (``stages`` does), and the help te
 ``%pipecluster?``, tab completion and parsing all follow the registry.
 
 Every parse problem raises IPython's ``UsageError`` with the usage line: never
-``SystemExit``, never a traceback.
+``SystemExit``, never a traceback. ``%%pipestage`` parses its line with the same
+:class:`MagicArgumentParser`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from IPython.core import magic_arguments
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.utils.process import arg_split
 
 PROG = "%pipecluster"
@@ -43,19 +44,37 @@ class _HelpAction(argparse.Action):
         raise HelpRequested(parser.format_help())
 
 
-class PipeclusterParser(MagicArgumentParser):
-    """argparse that raises UsageError (with the usage line) instead of exiting."""
+class MagicArgumentParser(magic_arguments.MagicArgumentParser):
+    """argparse for a magic's line (``%pipecluster`` and ``%%pipestage``): raises UsageError
+    (with the usage line) instead of exiting the kernel.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Parameters
+    ----------
+    *args, **kwargs
+        As for ``argparse.ArgumentParser``; ``add_help`` is ignored (see ``help_option``).
+    prefix : str
+        Put before every error message, e.g. ``"%%pipestage: "`` (default: nothing).
+    help_option : bool
+        Add ``-h``/``--help``, which raise :class:`HelpRequested` with the help text (default).
+        Without it the caller handles -h itself (``%%pipestage`` does, before parsing).
+    """
+
+    def __init__(
+        self, *args: Any, prefix: str = "", help_option: bool = True, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         kwargs["add_help"] = False  # argparse's help action exits the process
         super().__init__(*args, **kwargs)
-        self.add_argument("-h", "--help", action=_HelpAction, help="show this help")
+        self.prefix = prefix
+        if help_option:
+            self.add_argument("-h", "--help", action=_HelpAction, help="show this help")
 
     def error(self, message: str):
-        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+        raise UsageError(f"{self.prefix}{message}\n{self.format_usage().strip()}")
 
     def exit(self, status: int = 0, message: str | None = None):
+        # argparse exits only from error() and its own help/version actions, none of which
+        # these parsers use: kept so that nothing can end the kernel.
         raise UsageError((message or f"{self.prog}: exit {status}").strip())
 
 
@@ -90,7 +109,7 @@ class Subcommand:
 
 
 _REGISTRY: dict[str, Subcommand] = {}
-_parser_cache: list[PipeclusterParser] = []
+_parser_cache: list[MagicArgumentParser] = []
 _listeners: list[Callable[[], None]] = []
 
 
@@ -139,11 +158,15 @@ def subcommands() -> dict[str, Subcommand]:
     return dict(_REGISTRY)
 
 
-def parser() -> PipeclusterParser:
+def parser() -> MagicArgumentParser:
     """The whole parser, rebuilt only when the registry changed."""
     if not _parser_cache:
-        root = PipeclusterParser(prog=PROG, description="Dask clusters from pipejupyter configuration.")
-        sub = root.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=PipeclusterParser)
+        root = MagicArgumentParser(
+            prog=PROG, description="Dask clusters from pipejupyter configuration."
+        )
+        sub = root.add_subparsers(
+            dest="command", metavar="SUBCOMMAND", parser_class=MagicArgumentParser
+        )
         for command in _REGISTRY.values():
             # argparse %-formats the help of each choice: a literal %pipecluster needs %%.
             child = sub.add_parser(command.name, help=command.help.replace("%", "%%"), description=command.description or command.help)
@@ -152,7 +175,7 @@ def parser() -> PipeclusterParser:
     return _parser_cache[0]
 
 
-def subparser(name: str) -> PipeclusterParser:
+def subparser(name: str) -> MagicArgumentParser:
     action = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     try:
         return action.choices[name]

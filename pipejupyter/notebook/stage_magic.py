@@ -12,9 +12,9 @@ import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import MagicArgumentParser
 
 from pipejupyter.errors import PipejupyterError
+from pipejupyter.notebook.parser import MagicArgumentParser
 
 USAGE_EPILOG = """\
 examples:
@@ -23,18 +23,6 @@ examples:
   %%pipestage listobs --over mapfile('input.map') --as vis
 --over takes everything up to the next option (no quotes needed); NAME comes first.
 """
-
-
-class _Help(Exception):
-    pass
-
-
-class _Parser(MagicArgumentParser):
-    def error(self, message: str):
-        raise UsageError(f"%%pipestage: {message}\n{self.format_usage().strip()}")
-
-    def exit(self, status: int = 0, message: str | None = None):
-        raise _Help()
 
 
 def _positive(text: str) -> int:
@@ -55,9 +43,12 @@ def _batch(text: str) -> str | int:
     return text if text in ("auto", "off") else _positive(text)
 
 
-def parser() -> _Parser:
-    p = _Parser(prog="%%pipestage", description="Run the cell as a pipeline stage on the current cluster.",
-                epilog=USAGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> MagicArgumentParser:
+    # No -h option: --over takes everything up to the next option, and parse() looks for -h.
+    p = MagicArgumentParser(
+        prog="%%pipestage", description="Run the cell as a pipeline stage on the current cluster.",
+        epilog=USAGE_EPILOG, prefix="%%pipestage: ", help_option=False,
+    )
     p.add_argument("name", metavar="NAME", help="stage name (its results are kept under this name)")
     p.add_argument("--over", metavar="EXPR", help="items: a Python expression (list, dict, glob pattern, glob(...), mapfile(...))")
     p.add_argument("--as", dest="var", default="item", metavar="VAR", help="name the item is bound to in the cell (default: item)")
@@ -86,10 +77,7 @@ def parse(line: str) -> argparse.Namespace | None:
     if {"-h", "--help"} & set(argv):
         print(p.format_help())
         return None
-    try:
-        args = p.parse_args(argv)
-    except _Help:
-        return None
+    args = p.parse_args(argv)
     if not args.var.isidentifier():
         raise UsageError(f"%%pipestage: --as needs a Python name, got {args.var!r}")
     if args.output is not None and not args.output.isidentifier():

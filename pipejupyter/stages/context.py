@@ -302,10 +302,6 @@ def results(stage: str, *, workdir: str | os.PathLike | None = None) -> StageRes
     return StageResult(values, keys, stage=stage, failed=failed, stats={"done": done, "failed": len(failed)}, run_id=run[0])
 
 
-def stage_names(workdir: str | os.PathLike | None = None) -> list[str]:
-    return sorted({run["stage"] for run in history(workdir=workdir)})
-
-
 def format_history(runs: Iterable[dict[str, Any]]) -> str:
     """A plain-text table of runs (for ``%pipecluster stages`` and the CLI)."""
     runs = list(runs)

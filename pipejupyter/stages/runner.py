@@ -35,6 +35,8 @@ INLINE_WORK = 1 << 20  # bytes: smaller work travels with each batch, larger as 
 
 @dataclass
 class _Batch:
+    """One Dask task in flight: the item indices it runs and where it started (and restarted)."""
+
     id: int
     entries: list[int]
     group: tuple[str, ...] | None
@@ -43,6 +45,7 @@ class _Batch:
 
 
 def _load_work(blob: bytes) -> Work:
+    """Unpickle the stage's work on a worker (the shared task used when the work is large)."""
     import cloudpickle
 
     return cloudpickle.loads(blob)
@@ -63,14 +66,62 @@ class _SlotsPlugin(WorkerPlugin):
 
 
 class StageRunner:
+    """The notebook side of one stage run: it submits batches of items to the cluster,
+    follows their events in the calling thread and records every item in the context store.
+
+    Dask's callbacks only put messages on ``queue``; :meth:`run` handles them in the thread
+    that called it, so the reporter prints where the cell runs and the store has one writer.
+    Use one runner for one run: ``StageRunner(...).run()`` (as ``run_stage`` does).
+
+    Parameters
+    ----------
+    name : str
+        The stage name: results and history are kept under it.
+    work : Work
+        What runs for each item (``run_batch`` calls it on the workers).
+    items : list of Item
+        The items, in input order (results come back in the same order).
+    has_item : bool
+        Whether items were given: the work is called with each item (False: the stage runs
+        the work once, without an argument).
+    retries : int
+        Extra attempts for an item whose work raised.
+    resources : dict
+        Dask resources each task needs.
+    per_worker : int or None
+        At most this many tasks at once per worker (through a worker resource).
+    rerun : bool
+        Recompute items that already succeeded with the same fingerprint.
+    batch : str, int or bool
+        Items per task: ``"auto"``, an int, or False/"off" (see ``BatchPlanner``).
+    client : distributed.Client
+        The client of the cluster the stage runs on.
+    persist : bool
+        Record runs, items and attempts in the context store of ``workdir``.
+    workdir : path or None
+        Where the context store and CASA command logs go (default: the current directory).
+    reporter : StageReporter
+        Shows progress, output and failures.
+    target : float
+        Seconds a batched task should take (see ``BatchPlanner``).
+    """
+
     def __init__(
         self, *, name: str, work: Work, items: list[Item], has_item: bool, retries: int,
         resources: dict[str, float], per_worker: int | None, rerun: bool, batch: Any, client: Any,
         persist: bool, workdir: Any, reporter: StageReporter, target: float,
     ) -> None:
-        self.name, self.work, self.items, self.has_item = name, work, items, has_item
-        self.retries, self.resources, self.per_worker, self.rerun = retries, dict(resources), per_worker, rerun
-        self.client, self.persist, self.reporter = client, persist, reporter
+        self.name = name
+        self.work = work
+        self.items = items
+        self.has_item = has_item
+        self.retries = retries
+        self.resources = dict(resources)
+        self.per_worker = per_worker
+        self.rerun = rerun
+        self.client = client
+        self.persist = persist
+        self.reporter = reporter
         self.workdir = os.fspath(workdir) if workdir is not None else os.getcwd()
         self.planner = BatchPlanner(batch, target=target)
         n = len(items)
@@ -87,6 +138,15 @@ class StageRunner:
         self.topic = f"pipestage-{self.token}"
         self.store: ContextStore | None = None
         self.run_id: int | None = None
+        # Set by run() and the steps it calls:
+        self.fingerprints: list[str] = []  # per item: work and value, compared with the store
+        self.work_blob: bytes = b""  # the pickled work
+        self.group_of: dict[int, tuple[str, ...] | None] = {}  # item index -> allowed workers
+        self._slots_at: float = 0.0  # time.monotonic() of the last slot count
+        self.pending: dict[tuple[str, ...] | None, deque[int]] = {}  # items waiting, per group
+        self.order: deque[tuple[str, ...] | None] = deque()  # groups, served in turn
+        self.work_arg: Any = None  # what each batch gets: PackedWork or work_future
+        self.work_future: Any = None  # the shared task holding large work, if any
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> StageResult:
@@ -185,7 +245,7 @@ class StageRunner:
         self.order = deque(groups)
         self.client.subscribe_topic(self.topic, lambda event: self.queue.put(("event", event[1])))
         if len(self.work_blob) <= INLINE_WORK:
-            self.work_arg: Any = PackedWork(self.token, self.work_blob)
+            self.work_arg = PackedWork(self.token, self.work_blob)
         else:
             self.work_arg = self.work_future = self.client.submit(
                 _load_work, self.work_blob, key=f"pipestage-work-{self.name}-{self.token}", pure=False
@@ -381,7 +441,6 @@ class StageRunner:
     def _cleanup(self) -> None:
         with contextlib.suppress(Exception):
             self.client.unsubscribe_topic(self.topic)
-        future = getattr(self, "work_future", None)
-        if future is not None:
+        if self.work_future is not None:
             with contextlib.suppress(Exception):
-                future.release()
+                self.work_future.release()

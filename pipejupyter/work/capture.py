@@ -15,7 +15,7 @@ import io
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 MAX_CAPTURE = 1_000_000  # characters kept per item; the rest is counted, not stored
@@ -100,15 +100,6 @@ def enter(capture: ItemCapture) -> ItemCapture | None:
 def leave(previous: ItemCapture | None, capture: ItemCapture) -> None:
     _state.capture = previous
     capture.close()
-
-
-@contextlib.contextmanager
-def capturing(capture: ItemCapture) -> Iterator[ItemCapture]:
-    previous = enter(capture)
-    try:
-        yield capture
-    finally:
-        leave(previous, capture)
 
 
 def write(text: str, stream: str = "stdout") -> None:
