@@ -34,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.lab_support import free_port  # noqa: E402
+from tests.support.lab import free_port  # noqa: E402
 
 ADDRESS = os.environ.get("PIPEJUPYTER_TEST_GATEWAY_ADDRESS", "")
 PASSWORD_VAR = "PIPEJUPYTER_TEST_GATEWAY_PASSWORD"

@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tests.lab_support import LabServer, chromium_page, labextension_problem, open_lab, open_panel  # noqa: E402
+from tests.support.lab import LabServer, chromium_page, labextension_problem, open_lab, open_panel  # noqa: E402
 
 RAW_DASK = """
 import time

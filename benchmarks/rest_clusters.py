@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tests.lab_support import LabServer  # noqa: E402
+from tests.support.lab import LabServer  # noqa: E402
 
 # A scheduler with no workers of its own, owned by a process that calls itself a kernel.
 KERNEL = textwrap.dedent(

@@ -1,6 +1,6 @@
 """Screenshot the live cluster widget in a real JupyterLab, for the README.
 
-Starts `jupyter lab` in a temporary directory (tests/lab_support.py: its own HOME,
+Starts `jupyter lab` in a temporary directory (tests/support/lab.py: its own HOME,
 config, runtime dirs, loopback, a random token), opens a notebook in Debian's Chromium,
 runs ``%load_ext pipejupyter`` / ``c = %pipecluster start -n 2`` / ``%pipecluster``, waits
 until the widget shows 2 workers, saves both cells to docs/images/widget.png, stops the
@@ -23,7 +23,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.lab_support import (  # noqa: E402
+from tests.support.lab import (  # noqa: E402
     CHROMIUM,
     LabServer,
     chromium_page,

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 import pipejupyter
-from pipejupyter.lifecycle import discovery, manager
 from pipejupyter.errors import ClusterError, ConfigError, UnknownCluster
-from tests.conftest import PYTHON, ROOT, run_cli, wait_until
-from tests.gateway_support import (  # noqa: F401  (gw is a fixture)
+from pipejupyter.lifecycle import discovery, manager
+from tests.support.common import PYTHON, ROOT, run_cli, wait_until
+from tests.support.gateway import (  # noqa: F401  (gw is a fixture)
     ADDRESS_VAR,
     ODD_VALUE,
     PASSWORD_VAR,
@@ -35,7 +35,7 @@ from tests.gateway_support import (  # noqa: F401  (gw is a fixture)
     gw,
     write_config,
 )
-from tests.lab_support import free_port
+from tests.support.lab import free_port
 
 # -- a real gateway cluster, end to end ---------------------------------------------------
 
@@ -59,7 +59,8 @@ def test_create_scale_tasks_environment_list_connect_stop(gw, isolated):
         assert handle.client.gather(handle.client.map(abs, range(-10, 10))) == [abs(i) for i in range(-10, 10)]
 
         model = handle.model()
-        assert model["backend"] == "gateway" and model["workers"] == 2
+        assert model["backend"] == "gateway"
+        assert model["workers"] == 2
         # The options reached the gateway: 2 threads and 0.5 GiB per worker.
         assert [w["threads"] for w in model["worker_info"]] == [2, 2]
         assert {w["memory_limit"] for w in model["worker_info"]} == {2**29}
@@ -85,19 +86,23 @@ def test_create_scale_tasks_environment_list_connect_stop(gw, isolated):
         # A second process connects by gateway://NAME and by the discovery id, and sees workers.
         out = _second_process([f"gateway://{name}", handle.id], isolated)
         for seen in out:
-            assert seen["workers"] == 2 and seen["result"] == 6 and seen["backend"] == "gateway"
+            assert seen["workers"] == 2
+            assert seen["result"] == 6
+            assert seen["backend"] == "gateway"
             assert seen["scale_error"].startswith("cannot scale")
         # Listed there once (its discovery record and the gateway's report are one cluster).
         assert out[0]["listed"] == [{"backend": "gateway", "id": handle.id}]
         assert out[0]["also_listed"] == []  # once connected, only as the connected handle
         # Disconnecting there left the cluster running here.
-        assert handle.model()["workers"] == 2 and gw.active() == [name]
+        assert handle.model()["workers"] == 2
+        assert gw.active() == [name]
 
         handle.adapt(1, 2)
         assert handle.model()["adapt"] == {"minimum": 1, "maximum": 2}
     finally:
         handle.stop()
-    assert handle.status == "stopped" and handle.error is None
+    assert handle.status == "stopped"
+    assert handle.error is None
     # stop() returns once the gateway says the cluster is stopped: its processes are gone.
     assert gw.active() == []
     assert wait_until(lambda: not cluster_processes(name), timeout=10), cluster_processes(name)
@@ -147,11 +152,13 @@ def test_cluster_made_elsewhere_is_listed_connected_and_stopped_by_the_cli(gw, i
         name = gateway.submit()
     assert wait_until(lambda: any(r["id"] == name and r["status"] == "running" for r in manager.list_clusters()), timeout=60)
     record = next(r for r in manager.list_clusters() if r["id"] == name)
-    assert record["backend"] == "gateway" and record["profile"] == "gw"
+    assert record["backend"] == "gateway"
+    assert record["profile"] == "gw"
     assert record["dashboard_link"] == f"{gw.address}/clusters/{name}/status"
 
     handle = pipejupyter.connect(name)  # the listed id connects
-    assert handle.backend_label == "gateway" and handle.model()["status"] == "running"
+    assert handle.backend_label == "gateway"
+    assert handle.model()["status"] == "running"
     handle.stop()  # only disconnects: not ours
     assert gw.active() == [name]
 
@@ -170,9 +177,12 @@ def test_wrong_password_is_a_clear_error_and_leaves_nothing(gw, monkeypatch):
     box = bounded(lambda: pipejupyter.start("gw", overrides=["auth.password_env=PJ_WRONG_PASSWORD"]))
     error = box.get("error")
     assert isinstance(error, ClusterError), box
-    assert "rejected the credentials" in str(error) and "401" in str(error) and gw.user in str(error)
+    assert "rejected the credentials" in str(error)
+    assert "401" in str(error)
+    assert gw.user in str(error)
     assert "wrong-password-7f3a" not in str(error)
-    assert gw.active() == [] and manager.clusters() == []
+    assert gw.active() == []
+    assert manager.clusters() == []
 
 
 @pytest.mark.gateway
@@ -193,7 +203,8 @@ def test_bad_option_is_refused_before_anything_is_created(gw, override, expected
     assert "worker_cores (integer 1..2, default 1)" in str(error)
     if "foo" in override:
         assert "worker_memory (number 0.25..4, default 1.0); environment (mapping)" in str(error)
-    assert gw.active() == [] and manager.clusters() == []
+    assert gw.active() == []
+    assert manager.clusters() == []
 
 
 @pytest.mark.usefixtures("isolated")
@@ -229,7 +240,8 @@ def test_connect_to_unknown_gateway_cluster(gw):
     box = bounded(lambda: pipejupyter.connect("gateway://nosuch"), limit=30)
     error = box.get("error")
     assert isinstance(error, UnknownCluster), box
-    assert "no gateway cluster 'nosuch'" in str(error) and gw.address in str(error)
+    assert "no gateway cluster 'nosuch'" in str(error)
+    assert gw.address in str(error)
 
 
 def test_password_variable_not_set_fails_before_any_request(isolated, monkeypatch):
@@ -245,7 +257,8 @@ def test_adaptive_gateway_cluster(gw):
     handle = pipejupyter.start("gw", adapt=(1, 2), timeout=120)
     try:
         model = handle.model()
-        assert model["adapt"] == {"minimum": 1, "maximum": 2} and model["workers"] >= 1
+        assert model["adapt"] == {"minimum": 1, "maximum": 2}
+        assert model["workers"] >= 1
         assert model["pending"] == 0  # the gateway decides; no invented pending rows
     finally:
         handle.stop()
@@ -286,8 +299,10 @@ def test_auth_types(gw, isolated, monkeypatch, auth, outcome):
     write_config(isolated / "work" / "config.yaml", gw, auth=auth)
     box = bounded(lambda: pipejupyter.connect("gateway://nosuch"), limit=30)
     assert outcome in str(box.get("error")), box
-    assert "hub-t0ken-value" not in str(box["error"]) and gw.password not in str(box["error"])
-    assert "hub-t0ken-value" not in pipejupyter.dry_run("gw") and gw.password not in pipejupyter.dry_run("gw")
+    assert "hub-t0ken-value" not in str(box["error"])
+    assert gw.password not in str(box["error"])
+    assert "hub-t0ken-value" not in pipejupyter.dry_run("gw")
+    assert gw.password not in pipejupyter.dry_run("gw")
 
 
 def test_kerberos_needs_its_package(isolated):
@@ -332,13 +347,17 @@ def test_gateway_notebook_runs(gw, isolated, monkeypatch):
         assert not [o for o in cell.outputs if o["output_type"] == "error" or o.get("name") == "stderr"], cell.source
 
     config_text = _text(code["import os"])
-    assert "password_env: PIPEJUPYTER_TEST_GATEWAY_PASSWORD" in config_text and gw.password not in config_text
+    assert "password_env: PIPEJUPYTER_TEST_GATEWAY_PASSWORD" in config_text
+    assert gw.password not in config_text
     dry = _text(code["%pipecluster start gateway --dry-run"])
-    assert "PIPELINE_STAGE: calibrate 'field 3' $RUN" in dry and "# note: not sent to gateway workers" in dry
-    assert "refused: " in _text(code["import pipejupyter"]) and "worker_cores (integer 1..2" in _text(code["import pipejupyter"])
+    assert "PIPELINE_STAGE: calibrate 'field 3' $RUN" in dry
+    assert "# note: not sent to gateway workers" in dry
+    assert "refused: " in _text(code["import pipejupyter"])
+    assert "worker_cores (integer 1..2" in _text(code["import pipejupyter"])
     assert _text(code["cluster = %pipecluster start gateway -n 2"]).startswith("started gateway (gateway, id ")
     work = _text(code["from distributed import default_client"])
-    assert "workers: 2\n" in work and "squares: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in work
+    assert "workers: 2\n" in work
+    assert "squares: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in work
     assert "PIPELINE_STAGE on the workers: {\"calibrate 'field 3' $RUN\"}" in work
     assert f"{gw.address}/clusters/" in _text(code["%pipecluster dashboard"])
     assert " gateway " in _text(code["%pipecluster list"])

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipejupyter.errors import ConfigError
-from tests.conftest import ROOT
+from tests.support.common import ROOT
 
 # -- resolving (no server needed) ---------------------------------------------------------
 
@@ -54,7 +54,8 @@ def test_gateway_cluster_class_file_is_translated(isolated):
         "cluster_kwargs:\n  address: http://g:8000\n  auth: jupyterhub\n  worker_cores: 2\n  shutdown_on_close: false\n"
     )
     spec = load_config(path).resolve("gateway")
-    assert spec.backend == "gateway" and spec.cluster_kwargs == {}
+    assert spec.backend == "gateway"
+    assert spec.cluster_kwargs == {}
     assert spec.options == {"address": "http://g:8000", "auth": {"type": "jupyterhub"}, "options": {"worker_cores": 2}}
     assert any("gateway cluster options" in n for n in spec.notes)
 
@@ -77,7 +78,8 @@ def test_environment_without_a_gateway_option_warns_with_names():
     submit, problems = fill_options(
         Options._from_spec(spec), {"env": {"PJ_B": "mine"}}, {"PJ_A": "1", "PJ_B": "2"}, address="http://g", key="options"
     )
-    assert submit["env"] == {"PJ_A": "1", "PJ_B": "mine"} and problems == []
+    assert submit["env"] == {"PJ_A": "1", "PJ_B": "mine"}
+    assert problems == []
 
 
 def test_remote_environment_keeps_machine_paths_and_pattern_secrets_here():
@@ -88,7 +90,8 @@ def test_remote_environment_keeps_machine_paths_and_pattern_secrets_here():
     env = worker_environment({"pass": ["PATH", "PJ_*", "OMPI_*", "EXACT_KEY"], "set": {"SET_TOKEN": "s"}}, environ=environ)
     send, notes = remote_environment(env, ["PATH", "PJ_*", "OMPI_*", "EXACT_KEY"], "gateway")
     assert send == {"PJ_PLAIN": "x", "EXACT_KEY": "k3y-value", "SET_TOKEN": "s"}
-    assert "PATH" in notes[0] and "PJ_TOKEN" in notes[1]
+    assert "PATH" in notes[0]
+    assert "PJ_TOKEN" in notes[1]
     assert not any("t0ken-value" in n for n in notes)
 
 

@@ -15,8 +15,8 @@ import pytest
 import pipejupyter
 from pipejupyter.lifecycle import discovery
 from pipejupyter.processes import pid_alive
-from tests.conftest import ROOT, live_children, wait_until
-from tests.gateway_support import cluster_processes, gw  # noqa: F401  (gw is a fixture)
+from tests.support.common import ROOT, live_children, wait_until
+from tests.support.gateway import cluster_processes, gw  # noqa: F401  (gw is a fixture)
 
 pytestmark = pytest.mark.gateway
 
@@ -78,8 +78,10 @@ def test_stop_releases_the_reaper_and_the_cluster_goes(gw):
     handle = pipejupyter.start("gw", workers=1, timeout=120, set_default=False)
     name = handle.backend.cluster_name
     guard = set(reapers()) - before
-    assert len(guard) == 1 and guard <= live_children(os.getpid())
+    assert len(guard) == 1
+    assert guard <= live_children(os.getpid())
     handle.stop(timeout=30)
-    assert not gw.active() and not cluster_processes(name)
+    assert not gw.active()
+    assert not cluster_processes(name)
     assert not guard & set(reapers())
     assert wait_until(lambda: not (live_children(os.getpid()) - children), timeout=20)

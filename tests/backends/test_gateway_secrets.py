@@ -10,11 +10,11 @@ import warnings
 import pytest
 
 import pipejupyter
-from pipejupyter.lifecycle import manager
 from pipejupyter.errors import ClusterError, ConfigError
-from tests.conftest import ROOT, run_cli
-from tests.gateway_support import bounded, gw, write_config  # noqa: F401  (gw is a fixture)
-from tests.lab_support import free_port
+from pipejupyter.lifecycle import manager
+from tests.support.common import ROOT, run_cli
+from tests.support.gateway import bounded, gw, write_config  # noqa: F401  (gw is a fixture)
+from tests.support.lab import free_port
 
 # -- secrets ------------------------------------------------------------------------------
 
@@ -68,7 +68,9 @@ def test_password_never_shown(gw, isolated):
     cli = run_cli("config", "--profile", "gw", "--origin", cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
     dry = run_cli("dry-run", "gw", cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
     shown += [cli.stdout, cli.stderr, dry.stdout, dry.stderr, *collect.lines]
-    assert cli.returncode == 0 and dry.returncode == 0
-    assert "password: '********'" in shown[0] and "password: '********'" in cli.stdout
+    assert cli.returncode == 0
+    assert dry.returncode == 0
+    assert "password: '********'" in shown[0]
+    assert "password: '********'" in cli.stdout
     leaks = [text[:200] for text in shown if gw.password in text]
     assert not leaks

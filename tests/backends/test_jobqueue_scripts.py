@@ -17,11 +17,11 @@ import time
 import pytest
 
 from pipejupyter.backends.jobqueue.job_script import export_lines, scheduler_probe
-from pipejupyter.lifecycle import manager
 from pipejupyter.config.loader import load_config
 from pipejupyter.environment.workers import worker_environment
 from pipejupyter.errors import ConfigError
-from tests.conftest import line_of, write
+from pipejupyter.lifecycle import manager
+from tests.support.common import line_of, write
 
 pytestmark = pytest.mark.usefixtures("isolated")
 pytest.importorskip("dask_jobqueue")
@@ -77,7 +77,8 @@ def test_enclosing_slurm_job_variables_are_not_copied_into_job_scripts():
     env = worker_environment({"pass": ["SLURM_*"]}, environ=environ)
     text = "\n".join(export_lines(env))
     assert "SLURM_CONF=/etc/slurm.conf" in text
-    assert "SLURM_MEM_PER_CPU" not in text and "SLURM_JOB_ID" not in text
+    assert "SLURM_MEM_PER_CPU" not in text
+    assert "SLURM_JOB_ID" not in text
 
 
 # -- the scheduler probe, against a real socket ------------------------------------------
@@ -95,8 +96,10 @@ def test_scheduler_probe_ends_the_job_fast_when_the_scheduler_is_gone():
     t = time.monotonic()
     gone = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
     assert time.monotonic() - t < 5
-    assert gone.returncode == 0 and "WORKER-STARTED" not in gone.stdout
-    assert "not reachable" in gone.stderr and "cluster that submitted this job is gone" in gone.stderr
+    assert gone.returncode == 0
+    assert "WORKER-STARTED" not in gone.stdout
+    assert "not reachable" in gone.stderr
+    assert "cluster that submitted this job is gone" in gone.stderr
     assert scheduler_probe(sys.executable, "inproc://x") is None
 
 
@@ -133,7 +136,8 @@ def test_native_profile_job_script(isolated, backend):
     assert HEADERS[backend] in text
     assert "--local-directory $LOCALDIR" in text  # for the node's shell, unexpanded
     assert "--death-timeout 60" in text
-    assert "--nthreads 2" in text and "--memory-limit 3.00GiB" in text
+    assert "--nthreads 2" in text
+    assert "--memory-limit 3.00GiB" in text
     if backend == "htcondor":
         # HTCondor puts the prologue into `sh -c '...'`, with its own doubling of quotes.
         assert "export SCRATCH_DIR=\"\"$TMPDIR/scratch\"\"" in text
@@ -163,13 +167,16 @@ def test_single_cluster_file_with_cluster_class(isolated, backend):
           maximum_jobs: 3
         """)
     spec, backend_obj = manager.prepare(config=cfg)
-    assert spec.backend == backend and spec.profile == "runner"
+    assert spec.backend == backend
+    assert spec.profile == "runner"
     assert spec.cluster_class == f"dask_jobqueue.{CLASSES[backend]}"
     # Jobs are translated to workers: 2 worker processes per job.
     assert spec.adapt_kwargs == {"minimum": 2, "maximum": 6}
     assert any("minimum_jobs=1 means minimum=2" in n for n in spec.notes)
     script = backend_obj.job_script()
-    assert "--nworkers 2" in script and "--nthreads 2" in script and "--memory-limit 4.00GiB" in script
+    assert "--nworkers 2" in script
+    assert "--nthreads 2" in script
+    assert "--memory-limit 4.00GiB" in script
     assert "--local-directory $LOCALDIR" in script
 
 
@@ -190,10 +197,12 @@ def test_casa_pipeline_htcondor_job_script(isolated):
           measures_auto_update: false
         """)
     spec, backend = manager.prepare()
-    assert spec.backend == "htcondor" and spec.workers == 3
+    assert spec.backend == "htcondor"
+    assert spec.workers == 3
     assert spec.origin["workers"] == f"{cfg}:{line_of(cfg, 'n_workers')}"
     text = backend.dry_run()
-    assert "RequestDisk" in text and "MY.DaskWorkerDisk = 4294967296" in text
+    assert "RequestDisk" in text
+    assert "MY.DaskWorkerDisk = 4294967296" in text
     assert "+WantFlocking = true" in text
     assert "--local-directory $_CONDOR_SCRATCH_DIR" in text
     assert "PIPEJUPYTER_CASACONFIG" in text  # casaconfig rides along to the workers
@@ -217,12 +226,15 @@ def test_local_style_keys_become_per_job_sizes(isolated):
         """)
     spec = load_config(cfg).resolve("big")
     kwargs = spec.cluster_kwargs
-    assert kwargs["cores"] == 4 and kwargs["processes"] == 2
+    assert kwargs["cores"] == 4
+    assert kwargs["processes"] == 2
     from dask.utils import parse_bytes
 
     assert parse_bytes(kwargs["memory"]) == 4 * 2**30
     assert spec.workers == 6
-    assert "threads_per_worker" not in kwargs and "memory_limit" not in kwargs and "n_workers" not in kwargs
+    assert "threads_per_worker" not in kwargs
+    assert "memory_limit" not in kwargs
+    assert "n_workers" not in kwargs
     assert spec.scheduler["dashboard_address"] == "127.0.0.1:0"
     assert any("threads_per_worker=2 means cores=4" in n for n in spec.notes)
     assert any("memory_limit='2GiB' per worker" in n for n in spec.notes)
@@ -240,12 +252,15 @@ def test_batch_defaults_loopback_one_worker_death_timeout(isolated, monkeypatch)
     # An interface means "bind there": no loopback default then, and the dashboard follows
     # the scheduler to that interface (never every interface).
     spec = load_config(overrides=["profiles.slurm.cluster_kwargs.interface=lo"]).resolve("slurm")
-    assert "host" not in spec.scheduler and spec.scheduler["dashboard_address"] == "127.0.0.1:0"
+    assert "host" not in spec.scheduler
+    assert spec.scheduler["dashboard_address"] == "127.0.0.1:0"
     with pytest.raises(ConfigError) as err:
         load_config(overrides=["profiles.slurm.cluster_kwargs.interface=nosuch0"]).resolve("slurm")
     text = str(err.value)
-    assert "interface 'nosuch0' has no IPv4 address" in text and "profiles.slurm.cluster_kwargs.interface" in text
-    assert "accepted: " in text and "lo" in text
+    assert "interface 'nosuch0' has no IPv4 address" in text
+    assert "profiles.slurm.cluster_kwargs.interface" in text
+    assert "accepted: " in text
+    assert "lo" in text
 
 
 def test_inside_a_slurm_job_queue_and_job_name_follow_it(isolated, monkeypatch):
@@ -256,7 +271,8 @@ def test_inside_a_slurm_job_queue_and_job_name_follow_it(isolated, monkeypatch):
     assert spec.origin["cluster_kwargs.queue"] == "environment (SLURM_JOB_PARTITION)"
     assert spec.cluster_kwargs["job_name"] == "my-notebook-dask"
     configured = load_config(overrides=["profiles.slurm.cluster_kwargs.queue=cpuq", "profiles.slurm.cluster_kwargs.job_name=mine"]).resolve("slurm")
-    assert configured.cluster_kwargs["queue"] == "cpuq" and configured.cluster_kwargs["job_name"] == "mine"
+    assert configured.cluster_kwargs["queue"] == "cpuq"
+    assert configured.cluster_kwargs["job_name"] == "mine"
 
 
 # -- config errors, before anything starts -----------------------------------------------
@@ -276,7 +292,9 @@ def test_memory_that_is_not_a_size_names_file_line_and_key(isolated):
         load_config(cfg).resolve("s")
     text = str(err.value)
     assert f"{cfg}:{line_of(cfg, 'memory: lots')}" in text
-    assert "profiles.s.cluster_kwargs.memory" in text and "'lots' is not a memory size" in text and "4GiB" in text
+    assert "profiles.s.cluster_kwargs.memory" in text
+    assert "'lots' is not a memory size" in text
+    assert "4GiB" in text
 
 
 @pytest.mark.parametrize("key,value,expect", [
@@ -306,6 +324,8 @@ def test_sbatch_runs_without_mpi_or_enclosing_job_variables(isolated, monkeypatc
     _, backend = manager.prepare("slurm")
     environ = backend.submission_environ()
     assert not [k for k in environ if k.startswith(("OMPI_", "PMIX_"))]
-    assert "SLURM_JOB_ID" not in environ and "SLURM_MEM_PER_CPU" not in environ
-    assert "SLURM_CONF" in environ and "PATH" in environ
+    assert "SLURM_JOB_ID" not in environ
+    assert "SLURM_MEM_PER_CPU" not in environ
+    assert "SLURM_CONF" in environ
+    assert "PATH" in environ
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 import pipejupyter
-from pipejupyter.lifecycle import manager
 from pipejupyter.environment.remote import MACHINE_LOCAL
 from pipejupyter.errors import ClusterError, ConfigError
-from tests.conftest import ROOT, require, run_cli
+from pipejupyter.lifecycle import manager
+from tests.support.common import ROOT, require, run_cli
 
 ODD_VALUE = "a b 'single' \"double\" $HOME $(NOT_EXPANDED) back\\slash"
 MPI_ENVIRON = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2", "PMIX_RANK": "0", "OMPI_MCA_plm": "x", "PMI_FD": "3"}
@@ -64,7 +64,8 @@ def test_cluster_spec_carries_image_resources_environment_and_no_mpi(isolated, m
     spec, backend = manager.prepare("k8s")
     resource = backend.cluster_spec()
 
-    assert resource["kind"] == "DaskCluster" and resource["metadata"]["name"] == backend.cluster_name
+    assert resource["kind"] == "DaskCluster"
+    assert resource["metadata"]["name"] == backend.cluster_name
     assert backend.cluster_name.startswith("pipejupyter-k8s-")
     assert resource["spec"]["worker"]["replicas"] == 3
     for container in containers(resource):
@@ -92,7 +93,8 @@ def test_dry_run_prints_the_resource_without_secrets(isolated):
     # The CLI face prints the same.
     proc = run_cli("dry-run", "k8s", cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
-    assert "kind: DaskCluster" in proc.stdout and "image: ghcr.io/dask/dask:2026.8.0" in proc.stdout
+    assert "kind: DaskCluster" in proc.stdout
+    assert "image: ghcr.io/dask/dask:2026.8.0" in proc.stdout
     assert "tok-5ecret-value" not in proc.stdout
 
 
@@ -105,9 +107,12 @@ def test_kubecluster_file_format_is_translated(isolated):
         "cluster_kwargs:\n  image: img:1\n  n_workers: 2\n  env: {A: '1'}\n  resources: {limits: {cpu: '2'}}\n"
     )
     spec = load_config(path).resolve("kube")
-    assert spec.backend == "kubernetes" and spec.workers == 2
-    assert spec.options["image"] == "img:1" and spec.options["resources"] == {"limits": {"cpu": "2"}}
-    assert spec.env["set"]["A"] == "1" and spec.cluster_kwargs == {}
+    assert spec.backend == "kubernetes"
+    assert spec.workers == 2
+    assert spec.options["image"] == "img:1"
+    assert spec.options["resources"] == {"limits": {"cpu": "2"}}
+    assert spec.env["set"]["A"] == "1"
+    assert spec.cluster_kwargs == {}
 
 
 @pytest.mark.parametrize(
@@ -149,7 +154,8 @@ def test_no_kubeconfig_is_a_clear_error(isolated, monkeypatch):
     write_profile(isolated)
     error = _start_error()
     assert isinstance(error, ClusterError), error
-    assert "no Kubernetes API reachable" in str(error) and "kubeconfig" in str(error)
+    assert "no Kubernetes API reachable" in str(error)
+    assert "kubeconfig" in str(error)
     assert manager.clusters() == []
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipejupyter.processes import pid_alive
-from tests.conftest import ROOT, wait_until
+from tests.support.common import ROOT, wait_until
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -47,7 +47,8 @@ def _owner(tmp_path: Path, release: bool) -> tuple[subprocess.Popen, dict, Path,
         start_new_session=True,  # its own process group, as a kernel has
     )
     info = json.loads(proc.stdout.readline())
-    assert info["ready"] and pid_alive(info["reaper"])
+    assert info["ready"]
+    assert pid_alive(info["reaper"])
     return proc, info, marker, record
 
 

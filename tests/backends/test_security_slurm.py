@@ -11,8 +11,8 @@ import pytest
 
 import pipejupyter
 from pipejupyter.errors import ConfigError
-from tests.slurm_support import jobs_under, slurm_clean  # noqa: F401 (fixture)
-from tests.test_security import assert_refused
+from tests.support.security import assert_refused
+from tests.support.slurm import jobs_under, slurm_clean  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_clean", "no_leaks")]
 SMALL = ["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"]

@@ -16,10 +16,10 @@ import pytest
 from distributed import wait
 
 import pipejupyter
-from pipejupyter.lifecycle import discovery, manager
 from pipejupyter.errors import ClusterError, ConfigError
-from tests.conftest import ROOT, live_children, wait_until
-from tests.slurm_support import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (fixture)
+from pipejupyter.lifecycle import discovery, manager
+from tests.support.common import ROOT, live_children, wait_until
+from tests.support.slurm import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_clean", "no_leaks")]
 SMALL = ["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"]
@@ -53,7 +53,9 @@ def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
     jobs = jobs_under(isolated)
     assert sorted(jobs.values()) == ["RUNNING", "RUNNING"]
     model = handle.model()
-    assert model["backend"] == "slurm" and model["workers"] == 2 and model["pending"] == 0
+    assert model["backend"] == "slurm"
+    assert model["workers"] == 2
+    assert model["pending"] == 0
     assert model["scheduler_address"].startswith("tcp://127.0.0.1:")
     assert {w["job_id"] for w in model["worker_info"]} == set(jobs)
     assert {w["job_state"] for w in model["worker_info"]} == {"running"}
@@ -64,12 +66,14 @@ def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
     assert len(jobs_under(isolated)) == 3
     assert wait_until(lambda: handle.model()["pending"] == 1, timeout=10)
     pending = [w for w in handle.model()["worker_info"] if w["status"] == "pending"]
-    assert pending[0]["job_state"] == "pending" and pending[0]["job_id"] in jobs_under(isolated)
+    assert pending[0]["job_state"] == "pending"
+    assert pending[0]["job_id"] in jobs_under(isolated)
     assert jobs_under(isolated)[pending[0]["job_id"]] == "PENDING"
 
     handle.scale(2)  # the job not yet started is the one cancelled
     assert wait_until(lambda: len(jobs_under(isolated)) == 2, timeout=30)
-    assert handle.model()["workers"] == 2 and handle.model()["pending"] == 0
+    assert handle.model()["workers"] == 2
+    assert handle.model()["pending"] == 0
 
     handle.adapt(1, 2)
     assert handle.model()["adapt"] == {"minimum": 1, "maximum": 2}
@@ -85,7 +89,8 @@ def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
     assert any("Start worker at" in line for lines in job_logs.values() for line in lines)
     one = handle.model()["worker_info"][0]["name"]
     mine = [k for k in handle.logs(worker=one) if k.startswith("job ")]
-    assert mine and all(f"({one})" in k for k in mine), mine
+    assert mine, mine
+    assert all(f"({one})" in k for k in mine), mine
 
     handle.stop()
     seconds = wait_no_jobs(isolated, timeout=30)
@@ -99,7 +104,8 @@ def test_stop_cancels_pending_jobs_too(isolated):
     assert len(jobs_under(isolated)) == 3
     handle.stop()
     seconds = wait_no_jobs(isolated, timeout=30)
-    assert seconds is not None and seconds < 10, jobs_under(isolated)
+    assert seconds is not None, jobs_under(isolated)
+    assert seconds < 10, jobs_under(isolated)
 
 
 def test_environment_reaches_the_job_exactly(isolated, monkeypatch):
@@ -185,7 +191,8 @@ def test_nested_submission_from_inside_an_sbatch_job(isolated):
     outer, inner = ours["outer"], ours["inner"]
     assert outer["SLURM_MEM_PER_CPU"] == "300"
     assert inner["SLURM_JOB_ID"] != outer["SLURM_JOB_ID"]
-    assert inner["SLURM_MEM_PER_CPU"] is None and inner["SLURM_MEM_PER_NODE"] == "500"
+    assert inner["SLURM_MEM_PER_CPU"] is None
+    assert inner["SLURM_MEM_PER_NODE"] == "500"
     assert inner["srun_rc"] == 0, inner["srun_err"]
     assert inner["SLURM_JOB_NAME"] == "outer-ours-dask"  # job name derived from the enclosing job
 
@@ -193,7 +200,8 @@ def test_nested_submission_from_inside_an_sbatch_job(isolated):
     # srun inside the worker job refuses to run.
     raw = _run_nested(isolated, "raw")["inner"]
     assert raw["SLURM_MEM_PER_CPU"] == "300"
-    assert raw["srun_rc"] != 0 and "mutually exclusive" in raw["srun_err"]
+    assert raw["srun_rc"] != 0
+    assert "mutually exclusive" in raw["srun_err"]
 
 
 UNDER_MPIRUN = """
@@ -230,7 +238,7 @@ def test_mpi_launch_variables_never_reach_the_job(isolated):
     must not hand the rank's OMPI_*/PMIX_* identity to the worker jobs."""
     import shutil
 
-    from tests.conftest import require
+    from tests.support.common import require
 
     require(shutil.which("mpirun") is not None, "OpenMPI's mpirun (ci/mpi.sh)")
     script = isolated / "work" / "under_mpirun.py"
@@ -266,7 +274,8 @@ def test_sigkill_of_the_owning_kernel_empties_the_queue(isolated):
         assert reply["content"]["status"] == "ok", reply["content"].get("evalue")
         states = sorted(jobs_under(work).values())
         # On the 2-CPU node of ci/slurm.sh: two running, one waiting in the queue.
-        assert len(states) == 3 and states.count("RUNNING") >= 2, states
+        assert len(states) == 3, states
+        assert states.count("RUNNING") >= 2, states
         os.kill(km.provisioner.process.pid, 9)
         seconds = wait_no_jobs(work, timeout=60)
         assert seconds is not None, f"jobs still queued 60 s after SIGKILL: {jobs_under(work)}"
@@ -301,12 +310,14 @@ def test_profile_the_partition_cannot_run_is_refused_before_submitting(isolated,
     with pytest.raises(ConfigError) as err:
         pipejupyter.start("slurm", workers=2, overrides=overrides, timeout=60)
     text = str(err.value)
-    assert ours in text and sbatch_says in text
+    assert ours in text
+    assert sbatch_says in text
     assert "--set" in text or "override" in text  # where the value came from
     _nothing_left(isolated, before)
     # dry-run reports the same problem without raising, and submits nothing
     shown = pipejupyter.dry_run("slurm", overrides=overrides)
-    assert "# problem: " in shown and "REJECTED" in shown
+    assert "# problem: " in shown
+    assert "REJECTED" in shown
     assert not jobs_under(isolated)
 
 
@@ -314,7 +325,8 @@ def test_memory_string_sbatch_rejects(isolated):
     before = live_children(os.getpid())
     with pytest.raises(ClusterError) as err:
         pipejupyter.start("slurm", workers=1, overrides=[*SMALL, "cluster_kwargs.job_mem=lots"], timeout=60)
-    assert "sbatch rejects the worker job" in str(err.value) and "Invalid --mem specification" in str(err.value)
+    assert "sbatch rejects the worker job" in str(err.value)
+    assert "Invalid --mem specification" in str(err.value)
     assert "--mem=lots" in str(err.value)
     _nothing_left(isolated, before)
 
@@ -344,7 +356,8 @@ def test_submission_failure_after_start_is_raised_by_scale(isolated, monkeypatch
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(ClusterError, match="Invalid account or account/partition combination"):
         handle.scale(2)
-    assert handle.model()["workers"] == 1 and handle.model()["pending"] == 0
+    assert handle.model()["workers"] == 1
+    assert handle.model()["pending"] == 0
     assert len(jobs_under(isolated)) == 1
     monkeypatch.undo()
     handle.scale(2)  # and it recovers once sbatch works again
@@ -382,8 +395,10 @@ def test_second_job_refused_at_start_leaves_nothing_queued(isolated, monkeypatch
 
 def test_dry_run_submits_nothing_and_shows_the_exact_script(isolated):
     text = manager.dry_run("slurm", workers=2, overrides=SMALL)
-    assert "#SBATCH -J pipejupyter-slurm" in text and "#SBATCH -p" not in text
-    assert "#SBATCH --mem=1G" in text and "#SBATCH -t 00:20:00" in text
+    assert "#SBATCH -J pipejupyter-slurm" in text
+    assert "#SBATCH -p" not in text
+    assert "#SBATCH --mem=1G" in text
+    assert "#SBATCH -t 00:20:00" in text
     assert "sbatch --test-only: accepted" in text
     assert not jobs_under(isolated)
     assert not (isolated / "work" / "pipejupyter-logs").exists()

@@ -12,9 +12,9 @@ import pytest
 
 import pipejupyter
 from pipejupyter.errors import ConfigError
-from tests.conftest import run_cli
+from tests.support.common import run_cli
 
-CORPUS = sorted((Path(__file__).parent / "data" / "bad_configs").glob("*.yaml"))
+CORPUS = sorted((Path(__file__).resolve().parents[1] / "data" / "bad_configs").glob("*.yaml"))
 pytestmark = pytest.mark.usefixtures("isolated")
 
 
@@ -40,7 +40,9 @@ def test_each_bad_config_gives_one_located_error_and_starts_nothing(path):
 def test_cli_reports_the_same_error_with_status_2(path):
     _, fragment = _expectation(path)
     out = run_cli("config", "-f", str(path))
-    assert out.returncode == 2 and fragment in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2
+    assert fragment in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_corpus_covers_every_format():

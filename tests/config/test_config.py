@@ -8,7 +8,7 @@ import pytest
 
 from pipejupyter.config.loader import load_config
 from pipejupyter.errors import ConfigError
-from tests.conftest import line_of, write
+from tests.support.common import line_of, write
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -52,7 +52,8 @@ def test_native_profile_in_working_directory_with_provenance(isolated):
     )
     cfg = load_config()
     spec = cfg.resolve()
-    assert spec.profile == "small" and spec.workers == 3
+    assert spec.profile == "small"
+    assert spec.workers == 3
     assert spec.cluster_kwargs["memory_limit"] == "1GiB"
     assert spec.env["set"] == {"PIPELINE_MODE": "fast"}
     assert "PYTHONPATH" in spec.env["pass"]  # package default pass-list still applies
@@ -67,7 +68,8 @@ def test_merge_order_each_layer_wins_over_the_one_before(isolated, monkeypatch):
 
     casa = layer(isolated / "home" / ".casa" / "config.yaml", 1)
     spec = load_config().resolve()
-    assert spec.workers == 1 and spec.origin["workers"] == f"{casa}:4"
+    assert spec.workers == 1
+    assert spec.origin["workers"] == f"{casa}:4"
 
     cwd = layer(isolated / "work" / "config.yaml", 2)
     assert load_config().resolve().workers == 2
@@ -76,7 +78,8 @@ def test_merge_order_each_layer_wins_over_the_one_before(isolated, monkeypatch):
     env2 = layer(isolated / "env2.yaml", 4)
     monkeypatch.setenv("PIPEJUPYTER_CONFIG", f"{env1}:{env2}")
     spec = load_config().resolve()
-    assert spec.workers == 4 and spec.origin["workers"] == f"{env2}:4"
+    assert spec.workers == 4
+    assert spec.origin["workers"] == f"{env2}:4"
 
     explicit = layer(isolated / "explicit.yaml", 5)
     cfg = load_config([explicit])
@@ -85,9 +88,11 @@ def test_merge_order_each_layer_wins_over_the_one_before(isolated, monkeypatch):
     assert [f.path for f in cfg.files][1:3] == [str(casa), str(cwd)]
 
     spec = load_config([explicit], ["workers=6"]).resolve()
-    assert spec.workers == 6 and spec.origin["workers"] == "override"
+    assert spec.workers == 6
+    assert spec.origin["workers"] == "override"
     # untouched keys keep the origin of the last layer that wrote them
-    assert spec.description == "layer5" and spec.origin["description"] == f"{explicit}:5"
+    assert spec.description == "layer5"
+    assert spec.origin["description"] == f"{explicit}:5"
 
 
 def test_deep_merge_keeps_sibling_keys(isolated):
@@ -146,7 +151,8 @@ def test_casa_pipeline_format_maps_onto_profiles(isolated):
         assert profile["workers"] == 6
         assert profile["scheduler"] == {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
     slurm = cfg.profiles["slurm"]["cluster_kwargs"]
-    assert slurm["queue"] == "debug" and slurm["memory"] == "2GiB"
+    assert slurm["queue"] == "debug"
+    assert slurm["memory"] == "2GiB"
     assert slurm["local_directory"] == "$LOCALDIR"  # for the node's shell, unexpanded
     assert slurm["walltime"] == "01:00:00"  # null means "not set here": the default stays
     assert cfg.profiles["htcondor"]["cluster_kwargs"]["disk"] == "4GiB"
@@ -181,11 +187,13 @@ def test_single_cluster_file_becomes_default_profile_named_after_file(isolated):
     assert cfg.default_profile == "prefect_local"
     spec = cfg.resolve()
     assert spec.backend == "local"
-    assert spec.workers == 3 and "n_workers" not in spec.cluster_kwargs
+    assert spec.workers == 3
+    assert "n_workers" not in spec.cluster_kwargs
     assert any("n_workers" in note for note in spec.notes)
     # ...or named after the profile asked for
     cfg = load_config([path], profile="mine")
-    assert cfg.default_profile == "mine" and cfg.resolve("mine").workers == 3
+    assert cfg.default_profile == "mine"
+    assert cfg.resolve("mine").workers == 3
 
 
 def test_single_cluster_adapt_kwargs_with_jobs_aliases(isolated):
@@ -215,7 +223,8 @@ def test_sizing_keys_of_batch_backends_are_translated_for_local(isolated):
     assert spec.cluster_kwargs["threads_per_worker"] == 1  # the profile's own value wins
     assert spec.cluster_kwargs["memory_limit"] == "1GiB"
     assert "walltime" not in spec.cluster_kwargs
-    assert any("memory_limit" in n for n in spec.notes) and any("walltime" in n for n in spec.notes)
+    assert any("memory_limit" in n for n in spec.notes)
+    assert any("walltime" in n for n in spec.notes)
 
 
 def test_explicit_workers_and_adapt_arguments():
@@ -252,7 +261,8 @@ def test_unknown_key_names_file_line_accepted_and_did_you_mean(isolated):
 
 def test_wrong_type_names_expected_type(isolated):
     err = error_for(isolated, "pipecluster:\n  profiles:\n    local:\n      workers: two\n")
-    assert "expected an integer >= 0" in str(err) and "'two'" in str(err)
+    assert "expected an integer >= 0" in str(err)
+    assert "'two'" in str(err)
     assert err.source.endswith("bad.yaml:4")
 
 
@@ -263,12 +273,14 @@ def test_bad_enum_value(isolated):
 
 def test_unknown_top_level_key(isolated):
     err = error_for(isolated, "pipeclustr:\n  default: local\n")
-    assert err.suggestion == "pipecluster" and err.source.endswith("bad.yaml:1")
+    assert err.suggestion == "pipecluster"
+    assert err.source.endswith("bad.yaml:1")
 
 
 def test_casa_format_errors_use_the_casa_key_names(isolated):
     err = error_for(isolated, "pipeconfig:\n  dask:\n    clustertype: pbs\n")
-    assert err.key == "pipeconfig.dask.clustertype" and err.accepted == "local | slurm | htcondor"
+    assert err.key == "pipeconfig.dask.clustertype"
+    assert err.accepted == "local | slurm | htcondor"
     err = error_for(isolated, "pipeconfig:\n  dask:\n    n_worker: 2\n")
     assert err.suggestion == "n_workers"
 
@@ -276,19 +288,23 @@ def test_casa_format_errors_use_the_casa_key_names(isolated):
 def test_unknown_profile_lists_profiles(isolated):
     with pytest.raises(ConfigError) as info:
         load_config().resolve("slurn")
-    assert info.value.suggestion == "slurm" and "local" in info.value.accepted
+    assert info.value.suggestion == "slurm"
+    assert "local" in info.value.accepted
     err = error_for(isolated, "pipecluster:\n  default: nope\n")
-    assert err.key == "default" and err.source.endswith("bad.yaml:2")
+    assert err.key == "default"
+    assert err.source.endswith("bad.yaml:2")
 
 
 def test_unknown_backend_lists_installed(isolated):
     err = error_for(isolated, "pipecluster:\n  profiles:\n    x:\n      backend: locall\n", profile="x")
-    assert err.suggestion == "local" and "address" in err.accepted
+    assert err.suggestion == "local"
+    assert "address" in err.accepted
 
 
 def test_cluster_class_that_does_not_import(isolated):
     err = error_for(isolated, "cluster_class: nosuchpackage.Cluster\n")
-    assert "does not import" in str(err) and err.source.endswith("bad.yaml:1")
+    assert "does not import" in str(err)
+    assert err.source.endswith("bad.yaml:1")
 
 
 def test_cluster_kwarg_the_class_does_not_accept(isolated):
@@ -300,9 +316,11 @@ def test_cluster_kwarg_the_class_does_not_accept(isolated):
 
 def test_invalid_yaml_and_duplicate_keys_report_lines(isolated):
     err = error_for(isolated, "pipecluster:\n  default: [unclosed\n")
-    assert "not valid YAML" in str(err) and err.source.startswith(str(isolated / "bad.yaml"))
+    assert "not valid YAML" in str(err)
+    assert err.source.startswith(str(isolated / "bad.yaml"))
     err = error_for(isolated, "pipecluster:\n  default: local\n  default: slurm\n")
-    assert "written twice" in str(err) and err.source.endswith("bad.yaml:3")
+    assert "written twice" in str(err)
+    assert err.source.endswith("bad.yaml:3")
 
 
 def test_missing_explicit_file_and_bad_override(isolated):

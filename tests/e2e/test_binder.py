@@ -28,8 +28,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell
 
-from tests.conftest import ROOT, have, processes_with_env, require, wait_until
-from tests.test_notebook_quickstart import clean_code_cells
+from tests.support.common import ROOT, have, processes_with_env, require, wait_until
+from tests.support.notebooks import clean_code_cells
 
 pytestmark = pytest.mark.binder
 
@@ -220,11 +220,16 @@ def test_lab_extension_is_built_and_enabled_in_the_venv(binder):
     assert listing.returncode == 0, f"jupyter labextension list exited {listing.returncode}:\n{output}"
     lines = [x for x in listed_sections(output).get(str(labext_dir), []) if x.startswith("pipejupyter ")]
     assert lines, f"pipejupyter is not listed under the venv's {labext_dir}; jupyter labextension list said:\n{output}"
-    assert "enabled" in lines[0] and " OK" in lines[0], f"pipejupyter is listed but not 'enabled OK': {lines[0]!r}"
+    assert "enabled" in lines[0], f"pipejupyter is listed but not 'enabled OK': {lines[0]!r}"
+    assert " OK" in lines[0], f"pipejupyter is listed but not 'enabled OK': {lines[0]!r}"
 
     installed = labext_dir / "pipejupyter"
     built = sorted(p.name for p in (installed / "static").glob("remoteEntry.*.js"))
-    assert (installed / "package.json").is_file() and built, (
+    assert (installed / "package.json").is_file(), (
+        f"the built extension is missing from {installed}: package.json present: "
+        f"{(installed / 'package.json').is_file()}, static/remoteEntry.*.js: {built}"
+    )
+    assert built, (
         f"the built extension is missing from {installed}: package.json present: "
         f"{(installed / 'package.json').is_file()}, static/remoteEntry.*.js: {built}"
     )
@@ -233,7 +238,11 @@ def test_lab_extension_is_built_and_enabled_in_the_venv(binder):
     output = servers.stdout + servers.stderr
     config_dir = str(binder.venv / "etc" / "jupyter")
     enabled = [x for x in listed_sections(output).get(config_dir, []) if x.startswith("pipejupyter ")]
-    assert any("enabled" in x for x in enabled) and any(" OK" in x for x in enabled), (
+    assert any("enabled" in x for x in enabled), (
+        f"the pipejupyter server extension is not enabled and OK in {config_dir}; "
+        f"jupyter server extension list said:\n{output}"
+    )
+    assert any(" OK" in x for x in enabled), (
         f"the pipejupyter server extension is not enabled and OK in {config_dir}; "
         f"jupyter server extension list said:\n{output}"
     )

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require
-from tests.lab_support import (
+from tests.support.common import ROOT, require
+from tests.support.lab import (
     CHROMIUM,
     LabServer,
     chromium_page,
@@ -86,7 +86,8 @@ def test_panel_start_scale_kernel_cluster_stop(lab):
             expect(card.locator(".pj-cluster-workers")).to_have_text("2 workers")
             expect(card).to_have_attribute("data-status", "running")
             (server_cluster,) = lab.clusters()
-            assert server_cluster["id"] == cid and server_cluster["owner"]["kind"] == "server"
+            assert server_cluster["id"] == cid
+            assert server_cluster["owner"]["kind"] == "server"
 
             # Scale to 3.
             card.locator('input[data-field="scale"]').fill("3")

@@ -9,8 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-TESTS = Path(__file__).resolve().parent
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def test_index_links_every_example_and_each_is_executed_by_a_test():
@@ -18,8 +18,9 @@ def test_index_links_every_example_and_each_is_executed_by_a_test():
     text = "\n".join(c.source for c in index.cells if c.cell_type == "markdown")
     linked = set(re.findall(r"\(([0-9]{2}-[\w-]+\.ipynb)\)", text))
     examples = {p.name for p in NOTEBOOKS.glob("0[1-9]-*.ipynb")}
-    assert examples and linked == examples
-    test_sources = "\n".join(p.read_text() for p in TESTS.glob("test_*.py"))
+    assert examples
+    assert linked == examples
+    test_sources = "\n".join(p.read_text() for p in TESTS.rglob("test_*.py"))
     for name in examples:
         assert name in test_sources, f"no test executes notebooks/{name}"
 

@@ -6,57 +6,20 @@ PIPEJUPYTER_RUNTIME_DIR); afterwards no process may remain that carries that run
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tests.conftest import ROOT, processes_with_env, wait_until
+from tests.support.common import ROOT
+from tests.support.notebooks import clean_code_cells, execute, kernel_env, text_of  # noqa: F401 (kernel_env: fixture)
 
 pytestmark = pytest.mark.notebook
 
 QUICKSTART = ROOT / "notebooks" / "01-quickstart.ipynb"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-@pytest.fixture
-def kernel_env(isolated, monkeypatch):
-    """The environment the kernel inherits: isolated dirs, and this checkout importable."""
-    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
-    runtime = str(isolated / "runtime")
-    yield isolated
-    left = wait_until(lambda: not processes_with_env("PIPEJUPYTER_RUNTIME_DIR", runtime), timeout=30)
-    assert left, f"processes left running: {processes_with_env('PIPEJUPYTER_RUNTIME_DIR', runtime)}"
-
-
-def execute(nb, cwd: Path):
-    client = NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
-    client.execute()
-    return nb
-
-
-def text_of(cell) -> str:
-    parts = []
-    for output in cell.outputs:
-        if output.output_type == "stream":
-            parts.append(output.text)
-        elif output.output_type in ("execute_result", "display_data"):
-            parts.append(output.data.get("text/plain", ""))
-    return "".join(parts)
-
-
-def clean_code_cells(nb) -> list:
-    """The notebook's code cells, after asserting that none shows an error or stderr output."""
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    for cell in code:
-        errors = [o for o in cell.outputs if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
-        assert not errors, (cell.source, errors)
-    return code
 
 
 def rich_outputs(cell) -> list[dict]:
@@ -70,7 +33,8 @@ def test_quickstart_notebook_runs_in_a_real_kernel(kernel_env):
 
     assert "*local" in text_of(by_source["%pipecluster profiles"])
     started = text_of(by_source["cluster = %pipecluster start local -n 2"])
-    assert started.startswith("started local (local, id ") and ": 2 workers at tcp://127.0.0.1:" in started
+    assert started.startswith("started local (local, id ")
+    assert ": 2 workers at tcp://127.0.0.1:" in started
 
     (shown,) = rich_outputs(by_source["cluster"])
     assert {WIDGET_MIME, "text/html", "text/plain"} <= set(shown)
@@ -83,15 +47,18 @@ def test_quickstart_notebook_runs_in_a_real_kernel(kernel_env):
 
     assert text_of(by_source["%pipecluster scale 3"]) == "local: asked for 3 workers\nworkers: 3\n"
     (status,) = rich_outputs(by_source["%pipecluster status"])
-    assert WIDGET_MIME in status and "3 workers, 3 threads" in status["text/plain"]
+    assert WIDGET_MIME in status
+    assert "3 workers, 3 threads" in status["text/plain"]
 
     config = text_of(by_source["%pipecluster config --origin"])
-    assert "# files read, lowest priority first:" in config and "backend: local  # default" in config
+    assert "# files read, lowest priority first:" in config
+    assert "backend: local  # default" in config
     env = text_of(by_source["%pipecluster env"])
     assert f"PIPEJUPYTER_RUNTIME_DIR={kernel_env / 'runtime'}" in env
     assert "# MPI launch variables removed: none" in env
     listing = text_of(by_source["%pipecluster list"])
-    assert " local " in listing and "this kernel" in listing
+    assert " local " in listing
+    assert "this kernel" in listing
     assert text_of(by_source["%pipecluster stop"]) == "stopped local\nstatus: stopped\n"
 
 

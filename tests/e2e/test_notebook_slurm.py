@@ -5,9 +5,9 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from tests.conftest import ROOT
-from tests.slurm_support import jobs_under, slurm_clean  # noqa: F401 (fixture)
-from tests.test_notebook_quickstart import clean_code_cells, execute, kernel_env, text_of  # noqa: F401 (fixture)
+from tests.support.common import ROOT
+from tests.support.notebooks import clean_code_cells, execute, kernel_env, text_of  # noqa: F401 (fixture)
+from tests.support.slurm import jobs_under, slurm_clean  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slurm, pytest.mark.usefixtures("slurm_clean", "kernel_env")]
 
@@ -20,21 +20,27 @@ def test_slurm_notebook_runs_against_real_slurm(isolated):
     by_source = {c.source.splitlines()[0]: c for c in code}
 
     dry = text_of(by_source["%pipecluster start slurm -n 2 --dry-run"])
-    assert "#SBATCH -J pipejupyter-slurm" in dry and "#SBATCH --mem=4G" in dry
+    assert "#SBATCH -J pipejupyter-slurm" in dry
+    assert "#SBATCH --mem=4G" in dry
     assert "sbatch --test-only: accepted (would start at " in dry
 
     started = text_of(by_source["cluster = %pipecluster start slurm -n 2"])
-    assert started.startswith("started slurm (slurm, id ") and ": 2 workers at tcp://127.0.0.1:" in started
+    assert started.startswith("started slurm (slurm, id ")
+    assert ": 2 workers at tcp://127.0.0.1:" in started
 
     work = text_of(by_source["import os"])
-    assert "2 jobs run the workers" in work and "sum of squares: 328350" in work
+    assert "2 jobs run the workers" in work
+    assert "sum of squares: 328350" in work
 
     pending = text_of(by_source["%pipecluster scale 3"])
     assert "2 running, 1 pending" in pending
-    assert "pending  job " in pending and "(pending)" in pending and "(running)" in pending
+    assert "pending  job " in pending
+    assert "(pending)" in pending
+    assert "(running)" in pending
 
     logs = text_of(by_source["logs = cluster.logs(lines=200)"])
-    assert "job output files, e.g. job " in logs and "Start worker at" in logs
+    assert "job output files, e.g. job " in logs
+    assert "Start worker at" in logs
 
     assert text_of(by_source["%pipecluster stop"]).endswith("status: stopped\n")
     assert not {j: s for j, s in jobs_under(isolated).items() if s not in ("COMPLETING",)}

@@ -9,8 +9,8 @@ import os
 import nbformat
 import pytest
 
-from tests.conftest import ROOT, require
-from tests.test_notebook_quickstart import execute, kernel_env, text_of  # noqa: F401 - kernel_env is a fixture
+from tests.support.common import ROOT, require
+from tests.support.notebooks import execute, kernel_env, text_of  # noqa: F401 - kernel_env is a fixture
 
 pytestmark = [pytest.mark.notebook, pytest.mark.casa]
 NOTEBOOK = ROOT / "notebooks" / "04-pipeline-stages.ipynb"
@@ -30,15 +30,19 @@ def test_pipeline_stages_notebook(kernel_env, monkeypatch):  # noqa: F811 - the 
         assert not errors, (cell.source, errors)
     out = {c.source.splitlines()[0]: text_of(c) for c in code}
 
-    assert "first three:" in out["def noise_rms(seed):"] and "Dask tasks used: True" in out["def noise_rms(seed):"]
+    assert "first three:" in out["def noise_rms(seed):"]
+    assert "Dask tasks used: True" in out["def noise_rms(seed):"]
     quality = out["%%pipestage quality --over range(5) --as seed -o verdicts"]
     assert all(f"[{n}] seed {n}: rms" in quality for n in range(5))
-    assert out["print(verdicts)"].strip().startswith("[") and "'ok'" in out["print(verdicts)"]
+    assert out["print(verdicts)"].strip().startswith("[")
+    assert "'ok'" in out["print(verdicts)"]
     assert "['field-a.ms', 'field-b.ms']" in out["def simulate(name):"]
     listobs = out['summaries = pipejupyter.run_stage("listobs", pipejupyter.casa("listobs", listfile=""), pipejupyter.glob("field-?.ms"))']
-    assert "listobs(vis='field-a.ms', listfile='')" in listobs and "fields: 1" in listobs
+    assert "listobs(vis='field-a.ms', listfile='')" in listobs
+    assert "fields: 1" in listobs
     peaks = eval(out["print('peak flux (Jy/beam):', list(peaks))"].split(":", 1)[1])
-    assert len(peaks) == 2 and all(0.5 < p < 1.5 for p in peaks)
+    assert len(peaks) == 2
+    assert all(0.5 < p < 1.5 for p in peaks)
     assert out["print(open('casa_commands.log').read().count('tclean('), 'tclean commands logged')"].startswith("2 ")
     assert out["print('rows per MS:', list(flagged))"].startswith("rows per MS: [")
     assert "[(0, True), (0, True)]" in out['sizes = pipejupyter.run_stage("du", pipejupyter.command(["du", "-s", "--block-size=1K"]), mses)']

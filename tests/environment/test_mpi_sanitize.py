@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import require
+from tests.support.common import require
 
 pytestmark = [pytest.mark.mpi, pytest.mark.usefixtures("isolated")]
 

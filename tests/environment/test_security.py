@@ -6,20 +6,9 @@ import pytest
 
 import pipejupyter
 from pipejupyter.errors import ConfigError
+from tests.support.security import assert_refused
 
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
-
-
-def assert_refused(address: str, expect: type[BaseException] = Exception, **kwargs) -> None:
-    """Client(address) fails; the half-made Client is closed here and now (see
-    pipejupyter.lifecycle.client: left open, it stalls a later Client's start)."""
-    from distributed import Client
-
-    from pipejupyter.lifecycle.client import release_failed_client
-
-    with pytest.raises(expect) as info:
-        Client(address, timeout=3, set_as_default=False, **kwargs)
-    release_failed_client(info.value)
 
 
 def test_tls_profile_refuses_clients_without_its_certificate():
@@ -116,7 +105,9 @@ def test_security_a_backend_cannot_honour_is_refused_before_anything_starts(tmp_
     with pytest.raises(ConfigError) as err:
         pipejupyter.dry_run("p", config=settings)
     text = str(err.value)
-    assert says in text and "profiles.p.security" in text and f"the {backend} backend cannot use security tls" in text
+    assert says in text
+    assert "profiles.p.security" in text
+    assert f"the {backend} backend cannot use security tls" in text
     assert pipejupyter.clusters() == []
 
 
@@ -129,7 +120,7 @@ def test_a_refused_connect_leaves_no_half_made_client_behind():
 
     from distributed import Client
 
-    from tests.conftest import wait_until
+    from tests.support.common import wait_until
 
     def loop_threads() -> int:
         return sum(t.name == "IO loop" for t in threading.enumerate())

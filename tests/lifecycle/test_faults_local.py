@@ -14,7 +14,7 @@ import pytest
 import pipejupyter
 from pipejupyter.lifecycle import discovery
 from pipejupyter.processes import pid_alive as _alive
-from tests.conftest import ROOT, wait_until
+from tests.support.common import ROOT, wait_until
 
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 

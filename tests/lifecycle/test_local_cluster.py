@@ -11,9 +11,9 @@ import textwrap
 import pytest
 
 import pipejupyter
-from pipejupyter.lifecycle import discovery, manager
 from pipejupyter.errors import ClusterError, ConfigError, NotOwned, UnknownCluster
-from tests.conftest import ROOT, children_of, live_children, wait_until
+from pipejupyter.lifecycle import discovery, manager
+from tests.support.common import ROOT, children_of, live_children, wait_until
 
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 
@@ -37,15 +37,20 @@ def test_start_run_scale_model_stop():
         assert handle.client.submit(_inc, 1).result() == 2
         assert handle.client.gather(handle.client.map(_inc, range(20))) == list(range(1, 21))
         model = handle.model()
-        assert model["workers"] == 2 and model["pending"] == 0
-        assert model["backend"] == "local" and model["profile"] == "local"
+        assert model["workers"] == 2
+        assert model["pending"] == 0
+        assert model["backend"] == "local"
+        assert model["profile"] == "local"
         assert model["scheduler_address"].startswith("tcp://127.0.0.1:")
         assert model["dashboard_link"].startswith("http://127.0.0.1:")
         assert model["cores"] == 2  # one thread per worker by default
         assert [w["name"] for w in model["worker_info"]] == ["0", "1"]
         row = model["worker_info"][0]
-        assert row["threads"] == 1 and row["memory_limit"] > 0 and row["memory_used"] > 0
-        assert row["status"] == "running" and row["host"] == "127.0.0.1"
+        assert row["threads"] == 1
+        assert row["memory_limit"] > 0
+        assert row["memory_used"] > 0
+        assert row["status"] == "running"
+        assert row["host"] == "127.0.0.1"
         assert model["memory"] == sum(w["memory_limit"] for w in model["worker_info"])
         json.dumps(model)  # the wire model is plain JSON
 
@@ -58,7 +63,8 @@ def test_start_run_scale_model_stop():
         handle.adapt(1, 2)
         assert handle.model()["adapt"] == {"minimum": 1, "maximum": 2}
         logs = handle.logs(lines=5)
-        assert logs and all(isinstance(v, list) for v in logs.values())
+        assert logs
+        assert all(isinstance(v, list) for v in logs.values())
         assert "scheduler" in handle.logs(scheduler=True, lines=5)
     finally:
         handle.stop()
@@ -71,7 +77,8 @@ def test_discovery_file_written_and_removed(isolated):
     handle = pipejupyter.start(workers=1, name="disc", timeout=60)
     path = isolated / "runtime" / f"cluster-{handle.id}.json"
     record = json.loads(path.read_text())
-    assert record["name"] == "disc" and record["scheduler_address"] == handle.scheduler_address
+    assert record["name"] == "disc"
+    assert record["scheduler_address"] == handle.scheduler_address
     assert record["owner"]["pid"] == os.getpid()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     handle.stop()
@@ -202,9 +209,11 @@ def test_secrets_are_redacted_in_displayed_output(monkeypatch, capsys):
     monkeypatch.setenv("CASA_API_TOKEN", "s3cr3t-value-123")
     spec, backend = manager.prepare(overrides=["env.set.DB_PASSWORD=hunter2hunter2"])
     shown = backend.env.redacted()
-    assert shown["CASA_API_TOKEN"] == "********" and shown["DB_PASSWORD"] == "********"
+    assert shown["CASA_API_TOKEN"] == "********"
+    assert shown["DB_PASSWORD"] == "********"
     text = backend.dry_run()
-    assert "s3cr3t-value-123" not in text and "hunter2hunter2" not in text
+    assert "s3cr3t-value-123" not in text
+    assert "hunter2hunter2" not in text
     # but the workers do get the real values
     assert backend.env.variables["DB_PASSWORD"] == "hunter2hunter2"
 

@@ -14,8 +14,8 @@ from IPython.utils.capture import capture_output
 
 from pipejupyter.lifecycle import manager
 from pipejupyter.notebook import parser as magics_parser
-from tests.conftest import PYTHON, ROOT, require
-from tests.magics_support import (  # noqa: F401 (shell is a fixture)
+from tests.support.common import PYTHON, ROOT, require
+from tests.support.magics import (  # noqa: F401 (shell is a fixture)
     WIDGET_MIME,
     _mpi_names,
     _worker_env,
@@ -200,32 +200,41 @@ def test_profiles_config_env_dry_run(shell, isolated):
         "pipecluster:\n  profiles:\n    local:\n      workers: 3\n      env:\n        set:\n          API_TOKEN: s3cret-value\n"
     )
     profiles = out(shell, "profiles")
-    assert "*local" in profiles and "slurm" in profiles and "htcondor" in profiles
+    assert "*local" in profiles
+    assert "slurm" in profiles
+    assert "htcondor" in profiles
     assert f"{isolated / 'work' / 'config.yaml'}" in profiles  # where local was (re)defined
 
     config = out(shell, "config --origin")
     assert f"workers: 3  # {isolated / 'work' / 'config.yaml'}:4" in config
-    assert "threads_per_worker: 1" in config and "# default" in config
-    assert "s3cret-value" not in config and "API_TOKEN: '********'" in config
+    assert "threads_per_worker: 1" in config
+    assert "# default" in config
+    assert "s3cret-value" not in config
+    assert "API_TOKEN: '********'" in config
     assert "# files read, lowest priority first:" in config
     assert "workers: 3\n" in out(shell, "config local")
     assert "memory_limit: 1GiB  # override" in out(shell, "config --origin --set cluster_kwargs.memory_limit=1GiB")
 
     env = out(shell, "env")
-    assert "API_TOKEN=********" in env and "s3cret-value" not in env
+    assert "API_TOKEN=********" in env
+    assert "s3cret-value" not in env
     assert f"PIPEJUPYTER_RUNTIME_DIR={isolated / 'runtime'}" in env
     assert "# MPI launch variables removed: none" in env
 
     dry = out(shell, "start --dry-run -n 5")
-    assert "workers: 5" in dry and "s3cret-value" not in dry
+    assert "workers: 5" in dry
+    assert "s3cret-value" not in dry
     assert not manager.clusters()
 
 
 def test_dry_run_of_a_batch_profile_shows_its_job_script(shell):
     require(importlib.util.find_spec("dask_jobqueue") is not None, "dask-jobqueue (pip install 'pipejupyter[jobqueue]')")
     dry = out(shell, "start slurm --dry-run -n 2 --set env.set.MY_API_TOKEN=abcdefgh")
-    assert "backend: slurm" in dry and "#SBATCH" in dry and "dask_worker" in dry
-    assert "abcdefgh" not in dry and "MY_API_TOKEN=********" in dry
+    assert "backend: slurm" in dry
+    assert "#SBATCH" in dry
+    assert "dask_worker" in dry
+    assert "abcdefgh" not in dry
+    assert "MY_API_TOKEN=********" in dry
     assert not manager.clusters()
 
 

@@ -12,8 +12,8 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from pipejupyter.lifecycle import discovery, manager
-from tests.conftest import PYTHON, ROOT, wait_until
-from tests.magics_support import (  # noqa: F401 (shell is a fixture)
+from tests.support.common import PYTHON, ROOT, wait_until
+from tests.support.magics import (  # noqa: F401 (shell is a fixture)
     WIDGET_MIME,
     _mpi_names,
     _worker_env,
@@ -34,7 +34,8 @@ def test_lifecycle_through_every_subcommand(shell):
     import distributed
 
     handle, cap = run(shell, "start -n 1 --name first")
-    assert handle is manager.get("first") and handle.status == "running"
+    assert handle is manager.get("first")
+    assert handle.status == "running"
     assert distributed.default_client() is handle.client
     assert cap.stdout.startswith(f"started first (local, id {handle.id}): 1 worker at {handle.scheduler_address}")
     assert "its Client is the default Dask client" in cap.stdout
@@ -55,10 +56,12 @@ def test_lifecycle_through_every_subcommand(shell):
     assert handle.model()["adapt"] == {"minimum": 1, "maximum": 2}
 
     listing = out(shell, "list")
-    assert f"*{handle.id}  first" in listing and "this kernel" in listing
+    assert f"*{handle.id}  first" in listing
+    assert "this kernel" in listing
 
     logs = out(shell, "logs --scheduler -n 3")
-    assert logs.startswith("== scheduler ==\n") and len(logs.strip().splitlines()) == 4
+    assert logs.startswith("== scheduler ==\n")
+    assert len(logs.strip().splitlines()) == 4
     assert "== worker 0 ==" in out(shell, "logs 0 -n 2")
     with pytest.raises(UsageError, match="no worker 'nine'"):
         shell.run_line_magic("pipecluster", "logs nine")
@@ -79,7 +82,8 @@ def test_lifecycle_through_every_subcommand(shell):
     assert out(shell, "stop second") == "stopped second\n"
     assert second.status == "stopped"
     assert out(shell, "stop") == "stopped first\n"
-    assert handle.status == "stopped" and not manager.clusters()
+    assert handle.status == "stopped"
+    assert not manager.clusters()
     assert out(shell, "stop") == "no clusters in this kernel\n"
     assert out(shell, "list") == "no running clusters (this kernel's or discovered)\n"
 
@@ -90,11 +94,13 @@ def test_assignment_and_display_of_the_returned_handle(shell):
         result = shell.run_cell("c = %pipecluster start -n 1")
     assert result.success, cap.stderr
     handle = shell.user_ns["c"]
-    assert handle is manager.get() and "started local" in cap.stdout
+    assert handle is manager.get()
+    assert "started local" in cap.stdout
     assert not cap.outputs  # an assignment displays nothing
     with capture_output() as cap:
         shell.run_cell("c")  # the terminal displayhook prints the text/plain part
-    assert cap.stdout.startswith("Out[") and f"Cluster local (local, id {handle.id}): running" in cap.stdout
+    assert cap.stdout.startswith("Out[")
+    assert f"Cluster local (local, id {handle.id}): running" in cap.stdout
     data, _ = shell.display_formatter.format(handle)  # what a kernel's displayhook sends
     assert {WIDGET_MIME, "text/html", "text/plain"} <= set(data)
     assert "1 worker, 1 thread," in data["text/html"]
@@ -112,7 +118,8 @@ def test_start_in_an_mpi_launch_inside_a_slurm_allocation_says_what_it_sanitized
     monkeypatch.setenv("SLURM_NTASKS", "1")
     handle, cap = run(shell, "start")  # nothing to say: the local default is SLURM_NTASKS workers
     lines = cap.stdout.splitlines()
-    assert len(lines) == 2 and ": 1 worker at " in lines[0]
+    assert len(lines) == 2
+    assert ": 1 worker at " in lines[0]
     assert lines[1] == (
         "environment: removed 3 MPI launch variables (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_MCA_ess); "
         "removed 2 variables of the enclosing SLURM job from submissions (SLURM_JOB_ID, SLURM_NTASKS)"
@@ -152,11 +159,13 @@ def test_list_and_connect_clusters_of_another_process(shell, isolated):
     try:
         cluster_id, address = owner.stdout.readline().split()
         listing = out(shell, "list")
-        assert f" {cluster_id}  elsewhere" in listing and f"script pid {owner.pid}" in listing
+        assert f" {cluster_id}  elsewhere" in listing
+        assert f"script pid {owner.pid}" in listing
         assert cluster_id in shell.Completer.complete(line_buffer="%pipecluster connect ", cursor_pos=21)[1]
 
         handle, cap = run(shell, f"connect {cluster_id}")
-        assert handle.owned is False and handle.scheduler_address == address
+        assert handle.owned is False
+        assert handle.scheduler_address == address
         assert cap.stdout.startswith("connected to elsewhere (local, id ")
         import distributed
 
@@ -168,7 +177,8 @@ def test_list_and_connect_clusters_of_another_process(shell, isolated):
         assert discovery.scheduler_reachable(address)  # disconnecting leaves it running
 
         by_address = shell.run_line_magic("pipecluster", f"connect {address} --name byaddr")
-        assert by_address.name == "byaddr" and by_address.model()["workers"] == 1
+        assert by_address.name == "byaddr"
+        assert by_address.model()["workers"] == 1
         assert out(shell, "stop byaddr") == "disconnected from byaddr\n"
     finally:
         owner.stdin.close()

@@ -36,30 +36,35 @@ def test_body_runs_per_item_with_notebook_names(shell):
     shell.run_cell("factor = 3\ndef helper(v):\n    return v + 100\n")
     result, cap = stage(shell, "triple --over range(4) --as x -o out --progress text",
                         "import os\nprint('item', x)\nhelper(x * factor)\n")
-    assert result is None and list(shell.user_ns["out"]) == [100, 103, 106, 109]
+    assert result is None
+    assert list(shell.user_ns["out"]) == [100, 103, 106, 109]
     for x in range(4):
         assert f"[{x!r}] item {x}" in cap.stdout  # worker output, tagged with its item
     assert "stage 'triple': 4 done" in cap.stdout
     # once, no -o: the value of the last expression comes back as the cell's value
     value, _ = stage(shell, "once --progress none", "import os\nos.getpid()")
-    assert isinstance(value, int) and value != __import__("os").getpid()
+    assert isinstance(value, int)
+    assert value != __import__("os").getpid()
 
 
 def test_rerun_is_skipped_and_listed(shell):
     shell.user_ns["files"] = ["a.ms", "b.ms"]
     stage(shell, "flag --over files -o flagged --progress text", "item.upper()")
     _, cap = stage(shell, "flag --over files -o flagged --progress text", "item.upper()")
-    assert "2 already done (skipped)" in cap.stdout and list(shell.user_ns["flagged"]) == ["A.MS", "B.MS"]
+    assert "2 already done (skipped)" in cap.stdout
+    assert list(shell.user_ns["flagged"]) == ["A.MS", "B.MS"]
     _, cap = stage(shell, "flag --over files -o flagged --rerun --progress text", "item.upper()")
     assert "stage 'flag': 2 done" in cap.stdout
     with capture_output() as cap:
         shell.run_line_magic("pipecluster", "stages")
     lines = cap.stdout.splitlines()
-    assert lines[0].split()[:3] == ["run", "stage", "status"] and len(lines) == 4
+    assert lines[0].split()[:3] == ["run", "stage", "status"]
+    assert len(lines) == 4
     assert [line.split()[1] for line in lines[1:]] == ["flag", "flag", "flag"]
     with capture_output() as cap:
         shell.run_line_magic("pipecluster", "stages flag --items")
-    assert "a.ms" in cap.stdout and "done" in cap.stdout
+    assert "a.ms" in cap.stdout
+    assert "done" in cap.stdout
     import pipejupyter
 
     assert list(pipejupyter.context.results("flag")) == ["A.MS", "B.MS"]
@@ -68,9 +73,12 @@ def test_rerun_is_skipped_and_listed(shell):
 def test_a_failed_item_still_binds_the_others(shell):
     with pytest.raises(StageFailed) as info, capture_output() as cap:
         shell.run_cell_magic("pipestage", "half --over [1, 0, 2] -o out --progress text", "10 // item")
-    assert "ZeroDivisionError" in cap.stderr and "[0] failed" in cap.stderr
+    assert "ZeroDivisionError" in cap.stderr
+    assert "[0] failed" in cap.stderr
     out = shell.user_ns["out"]
-    assert out[0] == 10 and out[2] == 5 and not out[1]
+    assert out[0] == 10
+    assert out[2] == 5
+    assert not out[1]
     assert info.value._render_traceback_()[0].startswith("StageFailed: stage 'half': 1 of 3 items failed")
 
 
@@ -89,7 +97,8 @@ def test_bad_lines_and_bodies_are_usage_errors(shell):
     with pytest.raises(UsageError, match="the following arguments are required: NAME"):
         stage(shell, "", "1")
     _, cap = stage(shell, "--help", "1")
-    assert "--over EXPR" in cap.stdout and "--per-worker N" in cap.stdout
+    assert "--over EXPR" in cap.stdout
+    assert "--per-worker N" in cap.stdout
 
 
 def test_over_takes_an_unquoted_expression():

@@ -54,7 +54,8 @@ def test_widget_shows_counts_and_outcome(capsys):
     assert (rep.bar.value, rep.bar.max) == (1, 4)
     rep.update(counts(done=2, failed=1, skipped=1, total=4, running=0, elapsed=2.0))
     rep._render()
-    assert rep.bar.value == 4 and rep.bar.bar_style == "warning"
+    assert rep.bar.value == 4
+    assert rep.bar.bar_style == "warning"
     assert "stage &#x27;image&#x27;: 3/4 done, 1 failed" in rep.label.value  # escaped HTML
     rep.finish(StageResult([1, 2, 3, ItemFailure("d", "E: x")], list("abcd"), stage="image",
                            failed={"d": ItemFailure("d", "E: x")}, stats={"done": 2, "skipped": 1, "failed": 1}))

@@ -13,8 +13,8 @@ from pipejupyter.models import cluster_model, worker_row
 from pipejupyter.notebook import cluster_widget as widgets
 from pipejupyter.notebook import html_views
 from pipejupyter.notebook.cluster_widget import ClusterWidget, widget_for
-from tests.conftest import wait_until
-from tests.slurm_support import jobs_under, slurm_clean  # noqa: F401 (fixture)
+from tests.support.common import wait_until
+from tests.support.slurm import jobs_under, slurm_clean  # noqa: F401 (fixture)
 
 EVIL = "<img src=x onerror=alert(1)>"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -47,10 +47,12 @@ def test_every_model_value_is_escaped():
     model["worker_info"].append(worker_row(name="p", status="pending", job_id=EVIL, job_state="<b>PD</b>"))
     model["worker_info"][0]["host"] = EVIL
     html = html_views.cluster_html(model)
-    assert "<img" not in html and "<b>" not in html
+    assert "<img" not in html
+    assert "<b>" not in html
     assert html.count("&lt;img src=x onerror=alert(1)&gt;") == 6  # name, 2 workers, 1 host, error, job id
     assert "&lt;b&gt;PD&lt;/b&gt;" in html
-    assert 'href="javascript' not in html and "javascript:alert(1)" in html  # shown as text, not a link
+    assert 'href="javascript' not in html
+    assert "javascript:alert(1)" in html  # shown as text, not a link
     assert "onerror=alert(1)" not in re.sub(r"&lt;.*?&gt;", "", html)
     text = html_views.cluster_text(model)
     assert f"Cluster {EVIL} (slurm" in text  # text/plain is not markup: shown as written
@@ -63,7 +65,8 @@ def test_worker_table_rows_totals_and_pending_jobs():
     table = html_views.workers_table_html(model)
     assert table.count("<tr>") == 1 + 4
     assert "pending (job 1234: pending)" in table
-    assert "node0002" in table and "512.0 MiB / 2.0 GiB" in table
+    assert "node0002" in table
+    assert "512.0 MiB / 2.0 GiB" in table
     header = html_views.header_html(model)
     assert "3 workers (+1 pending), 6 threads, memory 1.5 GiB / 6.0 GiB, 3 tasks processing" in header
     assert '<a href="http://10.0.0.1:8787/status" target="_blank"' in header
@@ -72,9 +75,11 @@ def test_worker_table_rows_totals_and_pending_jobs():
 def test_large_models_render_as_one_table_with_a_cap():
     model = synthetic_model(1500)
     full = html_views.workers_table_html(model, max_rows=None)
-    assert full.count("<tr>") == 1501 and full.count("<table") == 1
+    assert full.count("<tr>") == 1501
+    assert full.count("<table") == 1
     capped = html_views.workers_table_html(model)
-    assert capped.count("<tr>") == 1 + html_views.MAX_ROWS + 1 and "and 500 more workers" in capped
+    assert capped.count("<tr>") == 1 + html_views.MAX_ROWS + 1
+    assert "and 500 more workers" in capped
     assert len(html_views.cluster_text(model).splitlines()) == 3 + html_views.MAX_TEXT_ROWS + 1
 
 
@@ -87,20 +92,25 @@ pytestmark_cluster = pytest.mark.usefixtures("isolated", "no_leaks")
 def test_widget_follows_scale_adapt_and_stop_through_its_controls():
     handle = manager.start(workers=1, name="w", timeout=60)
     widget = ClusterWidget(handle, live=False)
-    assert widget.status == "running" and not widget.live
+    assert widget.status == "running"
+    assert not widget.live
     assert [r["name"] for r in widget.rows] == ["0"]
-    assert widget.model["workers"] == 1 and widget.model["cores"] == 1
-    assert widget.rows[0]["memory_used"] > 0 and widget.rows[0]["memory_limit"] > 0
+    assert widget.model["workers"] == 1
+    assert widget.model["cores"] == 1
+    assert widget.rows[0]["memory_used"] > 0
+    assert widget.rows[0]["memory_limit"] > 0
     assert widget.table.value.count("<tr>") == 2
     assert "1 worker, 1 thread" in widget.header.value
-    assert not widget.scale_button.disabled and widget.stop_button.description == "Stop"
+    assert not widget.scale_button.disabled
+    assert widget.stop_button.description == "Stop"
 
     widget.workers_input.value = 3
     widget.scale_button.click()
     assert widget.message.value == "asked for 3 workers"
     assert wait_until(lambda: widget.refresh()["workers"] == 3, timeout=60)
     assert [r["name"] for r in widget.rows] == ["0", "1", "2"]
-    assert widget.model["cores"] == 3 and widget.table.value.count("<tr>") == 4
+    assert widget.model["cores"] == 3
+    assert widget.table.value.count("<tr>") == 4
     assert "3 workers, 3 threads" in widget.header.value
 
     widget.minimum_input.value, widget.maximum_input.value = 1, 2
@@ -113,9 +123,13 @@ def test_widget_follows_scale_adapt_and_stop_through_its_controls():
     assert "adapt minimum 5 is above maximum 2" in widget.message.value
 
     widget.stop_button.click()
-    assert handle.status == "stopped" and widget.status == "stopped"
-    assert widget.rows == [] and "stopped" in widget.header.value
-    assert widget.scale_button.disabled and widget.adapt_button.disabled and widget.stop_button.disabled
+    assert handle.status == "stopped"
+    assert widget.status == "stopped"
+    assert widget.rows == []
+    assert "stopped" in widget.header.value
+    assert widget.scale_button.disabled
+    assert widget.adapt_button.disabled
+    assert widget.stop_button.disabled
     widget.close()
 
 
@@ -126,10 +140,13 @@ def test_a_killed_scheduler_shows_as_lost_not_as_an_exception():
     assert widget.status == "running"
     handle.client.shutdown()  # the scheduler and its workers go away behind the handle's back
     model = widget.refresh()
-    assert model["status"] == "lost" and widget.status == "lost"
+    assert model["status"] == "lost"
+    assert widget.status == "lost"
     assert model["error"].startswith("scheduler not reachable")
-    assert ">lost</span>" in widget.header.value and "scheduler not reachable" in widget.header.value
-    assert widget.rows == [] and "no workers" in widget.table.value
+    assert ">lost</span>" in widget.header.value
+    assert "scheduler not reachable" in widget.header.value
+    assert widget.rows == []
+    assert "no workers" in widget.table.value
     assert not widget.stop_button.disabled  # still possible to clean up
     widget.stop()
     assert handle.status == "stopped"
@@ -140,12 +157,16 @@ def test_connected_cluster_widget_only_disconnects():
     owner = manager.start(workers=1, name="owner", timeout=60)
     connected = manager.connect(owner.scheduler_address, name="viewer")
     widget = ClusterWidget(connected, live=False)
-    assert widget.model["workers"] == 1 and widget.model["backend"] == "address"
-    assert widget.scale_button.disabled and widget.adapt_button.disabled
-    assert widget.stop_button.description == "Disconnect" and not widget.stop_button.disabled
+    assert widget.model["workers"] == 1
+    assert widget.model["backend"] == "address"
+    assert widget.scale_button.disabled
+    assert widget.adapt_button.disabled
+    assert widget.stop_button.description == "Disconnect"
+    assert not widget.stop_button.disabled
     assert "started elsewhere" in widget.message.value
     widget.stop()
-    assert connected.status == "stopped" and owner.model()["workers"] == 1
+    assert connected.status == "stopped"
+    assert owner.model()["workers"] == 1
     owner.stop()
 
 
@@ -154,7 +175,8 @@ def test_display_bundle_is_one_cached_widget_with_static_fallbacks():
     handle = manager.start(workers=1, name=EVIL, timeout=60)
     bundle = widgets.handle_mimebundle(handle)
     assert {WIDGET_MIME, "text/html", "text/plain"} <= set(bundle)
-    assert "<img" not in bundle["text/html"] and "&lt;img" in bundle["text/html"]
+    assert "<img" not in bundle["text/html"]
+    assert "&lt;img" in bundle["text/html"]
     first = widget_for(handle)
     assert widget_for(handle) is first  # every display shows the same widget (one refresher)
     assert bundle[WIDGET_MIME]["model_id"] == first.view.model_id
@@ -212,7 +234,7 @@ def test_without_a_running_loop_the_widget_is_static():
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_clean", "no_leaks")
 def test_pending_slurm_jobs_show_their_job_ids_then_run(isolated):
-    from tests.test_magics import ipython_shell
+    from tests.support.magics import ipython_shell
 
     kind = manager.default_manager.owner_kind
     shell = ipython_shell()
@@ -229,8 +251,10 @@ def test_pending_slurm_jobs_show_their_job_ids_then_run(isolated):
     # Right after --no-wait the job is queued or booting (a worker needs seconds to start):
     # its row says which job it waits for.
     (pending,) = widget.rows
-    assert widget.model["pending"] == 1 and pending["status"] == "pending"
-    assert pending["job_id"] in jobs and pending["job_state"] in ("pending", "running")
+    assert widget.model["pending"] == 1
+    assert pending["status"] == "pending"
+    assert pending["job_id"] in jobs
+    assert pending["job_state"] in ("pending", "running")
     assert f"pending (job {pending['job_id']}: {pending['job_state']})" in widget.table.value
     def all_running() -> bool:
         model = widget.refresh()

@@ -19,9 +19,9 @@ import pytest
 
 from pipejupyter.lifecycle import discovery
 from pipejupyter.processes import pid_alive as _alive
-from tests.conftest import children_of, wait_until
-from tests.lab_support import LabServer
-from tests.slurm_support import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (slurm_clean: fixture)
+from tests.support.common import children_of, wait_until
+from tests.support.lab import LabServer
+from tests.support.slurm import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (slurm_clean: fixture)
 
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 
@@ -61,7 +61,8 @@ def _start(server: LabServer, body: dict[str, Any]) -> dict[str, Any]:
     status, model = server.request("POST", "pipejupyter/clusters", body, timeout=180)
     assert status != 404, f"pipejupyter server extension not loaded: {server.log_tail()}"
     assert status == 201, (status, model, server.log_tail())
-    assert model["owner"]["pid"] == server.proc.pid and model["owner"]["kind"] == "server", model["owner"]
+    assert model["owner"]["pid"] == server.proc.pid, model["owner"]
+    assert model["owner"]["kind"] == "server", model["owner"]
     return model
 
 
@@ -95,9 +96,11 @@ def test_sigkill_of_the_server_leaves_no_local_worker_port_or_file(server, isola
     descendants = children_of(server.proc.pid)
     ports = _ports(model)
     # The test can fail: before the kill, all of this is there to find.
-    assert len(workers) == 2 and all(_alive(p) for p in workers), workers
+    assert len(workers) == 2, workers
+    assert all(_alive(p) for p in workers), workers
     assert set(workers) <= set(descendants), (workers, descendants)
-    assert len(ports) == 2 and all(_listening(a) for a in ports), ports
+    assert len(ports) == 2, ports
+    assert all(_listening(a) for a in ports), ports
     assert [r["id"] for r in discovery.read_all()] == [model["id"]]
 
     killed_at = _kill(server)

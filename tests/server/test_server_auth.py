@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipejupyter.lifecycle import manager
-from tests.server_support import API, jp_server_config, restore_owner_kind  # noqa: F401 (fixtures)
+from tests.support.server import API, jp_server_config, restore_owner_kind  # noqa: F401 (fixtures)
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks", "restore_owner_kind")
@@ -61,7 +61,8 @@ async def test_cookie_session_needs_the_xsrf_token(jp_serverapp, raw):
         if method == "GET":
             continue
         refused = await raw(method, f"{API}/{route}", body, {"Cookie": session})
-        assert refused.code == 403 and b"_xsrf" in refused.body, (method, route, refused.code)
+        assert refused.code == 403, (method, route, refused.code)
+        assert b"_xsrf" in refused.body, (method, route, refused.code)
         # The same request with the token gets past the check (and fails on its own merits).
         bad = body.replace(b'"workers"', b'"wrkers"') if body else None
         allowed = await raw(method, f"{API}/{route}", bad, {"Cookie": session, "X-XSRFToken": xsrf})

@@ -20,8 +20,8 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from pipejupyter.lifecycle import discovery, manager
-from tests.conftest import PYTHON, ROOT, live_children, port_open, wait_until
-from tests.server_support import API, jp_server_config, restore_owner_kind  # noqa: F401 (fixtures)
+from tests.support.common import PYTHON, ROOT, live_children, port_open, wait_until
+from tests.support.server import API, jp_server_config, restore_owner_kind  # noqa: F401 (fixtures)
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks", "restore_owner_kind")
@@ -143,15 +143,18 @@ async def test_start_get_scale_adapt_stop(api):
     status, model = await api("POST", "clusters", body={"profile": "local", "workers": 1})
     assert status == 201, model
     cid = model["id"]
-    assert model["status"] == "running" and model["workers"] == 1
+    assert model["status"] == "running"
+    assert model["workers"] == 1
     assert model["owner"] == {"pid": os.getpid(), "host": socket.gethostname(), "kind": "server"}
     assert discovery.find(cid)["owner"]["kind"] == "server"  # kernels see it too
 
     status, listing = await api("GET", "clusters")
-    assert status == 200 and [c["id"] for c in listing["clusters"]] == [cid]
+    assert status == 200
+    assert [c["id"] for c in listing["clusters"]] == [cid]
 
     status, detail = await api("GET", "clusters", cid)
-    assert status == 200 and detail["worker_info"][0]["address"].startswith("tcp://127.0.0.1:")
+    assert status == 200
+    assert detail["worker_info"][0]["address"].startswith("tcp://127.0.0.1:")
 
     status, model = await api("PATCH", "clusters", cid, body={"workers": 2})
     assert status == 200, model
@@ -162,7 +165,8 @@ async def test_start_get_scale_adapt_stop(api):
     assert await _until(two_workers)
 
     status, model = await api("PATCH", "clusters", cid, body={"adapt": {"minimum": 1, "maximum": 3}})
-    assert status == 200 and model["adapt"] == {"minimum": 1, "maximum": 3}
+    assert status == 200
+    assert model["adapt"] == {"minimum": 1, "maximum": 3}
 
     address = model["scheduler_address"]
     status, body = await api("DELETE", "clusters", cid)
@@ -180,7 +184,8 @@ async def test_start_adaptive_and_overrides(api):
     )
     assert status == 201, model
     assert model["adapt"] == {"minimum": 1, "maximum": 2}
-    assert model["workers"] >= 1 and model["worker_info"][0]["threads"] == 2
+    assert model["workers"] >= 1
+    assert model["worker_info"][0]["threads"] == 2
     assert (await api("DELETE", "clusters", model["id"]))[0] == 204
 
 
@@ -194,15 +199,20 @@ async def test_polling_stays_fast_while_a_start_is_slow(api, slow_preload):
     async def starting():
         t0 = time.monotonic()
         status, listing = await api("GET", "clusters")
-        assert status == 200 and time.monotonic() - t0 < 2.0
+        assert status == 200
+        assert time.monotonic() - t0 < 2.0
         return [c for c in listing["clusters"] if c["status"] == "starting"]
 
     seen = await _until(starting, timeout=20, interval=0.1)
-    assert seen and not post.done()
+    assert seen
+    assert not post.done()
     status, body = await api("DELETE", "clusters", seen[0]["id"])
-    assert status == 409 and "still starting" in body["message"]
+    assert status == 409
+    assert "still starting" in body["message"]
     status, model = await post
-    assert status == 201 and model["id"] == seen[0]["id"] and model["workers"] == 1
+    assert status == 201
+    assert model["id"] == seen[0]["id"]
+    assert model["workers"] == 1
     assert (await api("DELETE", "clusters", model["id"]))[0] == 204
 
 
@@ -218,17 +228,21 @@ async def test_kernel_cluster_listed_live_and_protected(api, kernel_cluster):
 
     model = await listed()
     assert model is not None
-    assert model["owner"]["kind"] == "kernel" and model["owner"]["pid"] == pid
+    assert model["owner"]["kind"] == "kernel"
+    assert model["owner"]["pid"] == pid
     # Live counts come from the scheduler: a discovery record alone would say 0 connected.
     assert (model["workers"], model["pending"], model["status"]) == (1, 0, "running")
 
     status, detail = await api("GET", "clusters", cid)
-    assert status == 200 and len(detail["worker_info"]) == 1 and detail["worker_info"][0]["address"]
+    assert status == 200
+    assert len(detail["worker_info"]) == 1
+    assert detail["worker_info"][0]["address"]
 
     for method, body in (("PATCH", {"workers": 3}), ("DELETE", None)):
         status, error = await api(method, "clusters", cid, body=body)
         assert status == 409, (method, error)
-        assert "kernel" in error["message"] and f"pid {pid}" in error["message"]
+        assert "kernel" in error["message"]
+        assert f"pid {pid}" in error["message"]
 
     await asyncio.to_thread(kernel_cluster["send"], "scale 2")
 
@@ -259,7 +273,8 @@ async def test_kernel_cluster_whose_scheduler_died_is_lost_and_polls_stay_fast(a
     assert (await model())["workers"] == 1
     await asyncio.to_thread(kernel_cluster["send"], "crash")
     found = await _until(lambda: _lost(model))
-    assert found["workers"] == 0 and found["error"]
+    assert found["workers"] == 0
+    assert found["error"]
     for _ in range(5):  # a dead scheduler must not hold up the panel's polls
         t0 = time.monotonic()
         assert (await model())["status"] == "lost"
@@ -296,7 +311,8 @@ async def test_bad_start_body_is_400_and_starts_nothing(api, raw, expected):
     assert status == 400, error
     assert expected in error["message"]
     assert set(error) == {"message", "key", "source"}
-    assert manager.clusters() == [] and live_children(os.getpid()) == set()
+    assert manager.clusters() == []
+    assert live_children(os.getpid()) == set()
 
 
 async def test_bad_scale_body_is_400(api):
@@ -311,7 +327,8 @@ async def test_bad_scale_body_is_400(api):
         (b"2", "JSON object"),
     ):
         status, error = await api("PATCH", "clusters", cid, raw=raw)
-        assert status == 400 and expected in error["message"], (raw, error)
+        assert status == 400, (raw, error)
+        assert expected in error["message"], (raw, error)
     assert (await api("GET", "clusters", cid))[1]["workers"] == 1
     assert (await api("DELETE", "clusters", cid))[0] == 204
 
@@ -319,12 +336,14 @@ async def test_bad_scale_body_is_400(api):
 async def test_unknown_id_is_404_on_every_route(api):
     for method, body in (("GET", None), ("PATCH", {"workers": 1}), ("DELETE", None)):
         status, error = await api(method, "clusters", "0123456789ab", body=body)
-        assert status == 404 and "0123456789ab" in error["message"], (method, error)
+        assert status == 404, (method, error)
+        assert "0123456789ab" in error["message"], (method, error)
 
 
 async def test_stopped_cluster_is_gone(api):
     status, model = await api("POST", "clusters", body={"profile": "local", "workers": 0})
-    assert status == 201 and model["workers"] == 0
+    assert status == 201
+    assert model["workers"] == 0
     assert (await api("DELETE", "clusters", model["id"]))[0] == 204
     assert (await api("DELETE", "clusters", model["id"]))[0] == 404
     assert (await api("PATCH", "clusters", model["id"], body={"workers": 1}))[0] == 404
@@ -332,18 +351,22 @@ async def test_stopped_cluster_is_gone(api):
 
 async def test_config_errors_are_422_with_where(api):
     status, error = await api("POST", "clusters", body={"profile": "locl", "workers": 1})
-    assert status == 422 and "did you mean 'local'" in error["message"]
+    assert status == 422
+    assert "did you mean 'local'" in error["message"]
 
     status, error = await api("POST", "clusters", body={"profile": "local", "workers": 1, "overrides": {"cluster_kwargs.thredas_per_worker": 2}})
-    assert status == 422 and "threads_per_worker" in error["message"]
-    assert error["key"] == "profiles.local.cluster_kwargs.thredas_per_worker" and error["source"] == "override"
+    assert status == 422
+    assert "threads_per_worker" in error["message"]
+    assert error["key"] == "profiles.local.cluster_kwargs.thredas_per_worker"
+    assert error["source"] == "override"
 
     config = Path.cwd() / "config.yaml"
     config.write_text("pipecluster:\n  profiles:\n    local:\n      workers: many\n")
     for method, path, body in (("GET", ("profiles",), None), ("POST", ("clusters",), {"profile": "local"})):
         status, error = await api(method, *path, body=body)
         assert status == 422, (method, error)
-        assert error["source"] == f"{config}:4" and "workers" in error["message"]
+        assert error["source"] == f"{config}:4"
+        assert "workers" in error["message"]
     assert manager.clusters() == []
 
 
@@ -355,7 +378,8 @@ async def test_backend_start_failure_is_502_and_cleaned_up(api, tmp_path):
     status, error = await api("POST", "clusters", body=body)
     assert status == 502, error
     assert "starting 'local' (local) failed" in error["message"]
-    assert manager.clusters() == [] and discovery.read_all() == []
+    assert manager.clusters() == []
+    assert discovery.read_all() == []
     assert wait_until(lambda: not live_children(os.getpid()), timeout=20)
 
 
@@ -380,6 +404,8 @@ async def test_a_bug_is_a_logged_500_with_a_json_message(api, jp_serverapp, monk
         status, error = await api("GET", "clusters")
     finally:
         jp_serverapp.log.removeHandler(keep)
-    assert status == 500 and "ZeroDivisionError: injected bug" in error["message"]
+    assert status == 500
+    assert "ZeroDivisionError: injected bug" in error["message"]
     logged = [r for r in keep.records if "pipejupyter: GET" in r.getMessage()]
-    assert logged and logged[0].exc_info[0] is ZeroDivisionError  # with its traceback
+    assert logged
+    assert logged[0].exc_info[0] is ZeroDivisionError  # with its traceback

@@ -12,9 +12,9 @@ import pytest
 
 from pipejupyter.lifecycle import discovery
 from pipejupyter.processes import pid_alive as _alive
-from tests.conftest import PYTHON, ROOT, children_of, port_open, wait_until
-from tests.lab_support import free_port
-from tests.server_support import API
+from tests.support.common import PYTHON, ROOT, children_of, port_open, wait_until
+from tests.support.lab import free_port
+from tests.support.server import API
 
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 
@@ -50,7 +50,8 @@ def test_server_stops_its_clusters_when_it_stops(isolated, tmp_path):
 
         assert wait_until(up, timeout=60, interval=0.3), (tmp_path / "server.log").read_text()[-2000:]
         status, model = call("POST", "clusters", b'{"profile": "local", "workers": 2}')
-        assert status == 201 and model["workers"] == 2
+        assert status == 201
+        assert model["workers"] == 2
         assert model["owner"]["pid"] == server.pid
         # Workers must not re-run the jupyter-server script (importing jupyter_server costs
         # seconds per worker).
@@ -58,7 +59,8 @@ def test_server_stops_its_clusters_when_it_stops(isolated, tmp_path):
 
         with Client(model["scheduler_address"], set_as_default=False, timeout=30) as client:
             imported = client.run(_imports_jupyter_server)
-        assert imported and not any(imported.values()), imported
+        assert imported, imported
+        assert not any(imported.values()), imported
         workers = set(children_of(server.pid))
         assert workers
         server.send_signal(signal.SIGTERM)

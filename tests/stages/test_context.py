@@ -16,7 +16,7 @@ import pytest
 from pipejupyter.stages import context
 from pipejupyter.stages.context import ContextError
 from pipejupyter.stages.run import run_stage
-from tests.conftest import PYTHON, ROOT, children_of, wait_until
+from tests.support.common import PYTHON, ROOT, children_of, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -45,25 +45,32 @@ def test_rerun_skips_what_succeeded(client, tmp_path):
     marks.mkdir()
     items = {str(x): (str(marks), x) for x in range(5)}
     first = run_stage("count", counted, items, client=client, workdir=tmp_path, progress=None)
-    assert list(first) == [0, 10, 20, 30, 40] and _runs(marks) == [0, 1, 2, 3, 4]
+    assert list(first) == [0, 10, 20, 30, 40]
+    assert _runs(marks) == [0, 1, 2, 3, 4]
     again = run_stage("count", counted, items, client=client, workdir=tmp_path, progress=None)
-    assert list(again) == list(first) and again.stats["skipped"] == 5 and _runs(marks) == [0, 1, 2, 3, 4]
+    assert list(again) == list(first)
+    assert again.stats["skipped"] == 5
+    assert _runs(marks) == [0, 1, 2, 3, 4]
     # one more item and one changed input: only those two run
     items["5"] = (str(marks), 5)
     items["0"] = (str(marks), 100)
     grown = run_stage("count", counted, items, client=client, workdir=tmp_path, progress=None)
-    assert list(grown) == [1000, 10, 20, 30, 40, 50] and _runs(marks) == [0, 1, 2, 3, 4, 5, 100]
+    assert list(grown) == [1000, 10, 20, 30, 40, 50]
+    assert _runs(marks) == [0, 1, 2, 3, 4, 5, 100]
     # --rerun computes everything again
     run_stage("count", counted, items, client=client, workdir=tmp_path, progress=None, rerun=True)
     assert len(_runs(marks)) == 13
     # results without recomputing, in the latest run's order
     stored = context.results("count", workdir=tmp_path)
-    assert list(stored) == [1000, 10, 20, 30, 40, 50] and stored.keys == list(items) and stored.ok
+    assert list(stored) == [1000, 10, 20, 30, 40, 50]
+    assert stored.keys == list(items)
+    assert stored.ok
     assert len(_runs(marks)) == 13
     runs = context.history("count", workdir=tmp_path)
     assert [(r["status"], r["done"], r["skipped"]) for r in runs] == [("done", 5, 0), ("done", 0, 5), ("done", 2, 4), ("done", 6, 0)]
     table = context.format_history(runs)
-    assert "count" in table.splitlines()[1] and len(table.splitlines()) == 5
+    assert "count" in table.splitlines()[1]
+    assert len(table.splitlines()) == 5
 
 
 def test_changed_code_recomputes(client, tmp_path):
@@ -121,7 +128,8 @@ def test_readers_are_never_blocked_by_a_running_stage(client, tmp_path):
     )
     run_stage("readers", lambda x: time.sleep(0.002) or x, range(4000), client=client, workdir=tmp_path, progress=None)
     out = json.loads(reader.communicate(timeout=90)[0])
-    assert out["errors"] == [] and out["reads"] > 3
+    assert out["errors"] == []
+    assert out["reads"] > 3
 
 
 def test_missing_context_is_a_clear_error(tmp_path):
@@ -228,5 +236,6 @@ def test_an_interrupted_stage_resumes(client, tmp_path):
     time.sleep(1)  # cancelled tasks that were already running finish their file
     before = len(list(marks.iterdir()))
     result = run_stage("interrupted", counted, items, client=client, workdir=tmp_path, progress=None)
-    assert list(result) == [x * 10 for x in range(30)] and result.stats["skipped"] == len(done)
+    assert list(result) == [x * 10 for x in range(30)]
+    assert result.stats["skipped"] == len(done)
     assert len(list(marks.iterdir())) - before == 30 - len(done)

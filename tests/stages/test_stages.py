@@ -16,7 +16,7 @@ from pipejupyter.stages import context
 from pipejupyter.stages.placement import PlacementError
 from pipejupyter.stages.results import StageFailed
 from pipejupyter.stages.run import StageError, StageReporter, run_stage
-from tests.conftest import PYTHON, wait_until
+from tests.support.common import PYTHON, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,8 @@ def square(x):
 def test_results_in_input_order(client, tmp_path):
     result = run_stage("square", square, range(50), client=client, workdir=tmp_path, progress=None)
     assert list(result) == [x * x for x in range(50)]
-    assert result.keys == [repr(x) for x in range(50)] and result.ok
+    assert result.keys == [repr(x) for x in range(50)]
+    assert result.ok
     by_name = run_stage("dict", square, {"b": 3, "a": 2}, client=client, workdir=tmp_path, progress=None)
     assert by_name.by_key() == {"b": 9, "a": 4}
     once = run_stage("once", os.getpid, client=client, workdir=tmp_path, progress=None)
@@ -101,15 +102,20 @@ def test_a_failed_item_shows_its_traceback_and_others_finish(client, tmp_path):
     result = info.value.result
     assert [r for i, r in enumerate(result) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
     failure = result.failed["3"]
-    assert not result[3] and failure.message == "ValueError: item 3 is bad"
+    assert not result[3]
+    assert failure.message == "ValueError: item 3 is bad"
     assert 'in boom_on_three\n    raise ValueError(f"item {x} is bad")' in failure.error
     assert isinstance(failure.exception, ValueError)
-    assert rec.failures[0][0] == "3" and rec.failures[0][3] is True
+    assert rec.failures[0][0] == "3"
+    assert rec.failures[0][3] is True
     assert "working on 5" in rec.text_of("5")
-    assert "1 of 8 items failed" in str(info.value) and "3: ValueError: item 3 is bad" in str(info.value)
+    assert "1 of 8 items failed" in str(info.value)
+    assert "3: ValueError: item 3 is bad" in str(info.value)
     rows = {r["key"]: r for r in context.items("boom", workdir=tmp_path)}
-    assert rows["3"]["status"] == "failed" and "item 3 is bad" in rows["3"]["error"]
-    assert rows["5"]["status"] == "done" and rows["5"]["log"] == "working on 5\n"
+    assert rows["3"]["status"] == "failed"
+    assert "item 3 is bad" in rows["3"]["error"]
+    assert rows["5"]["status"] == "done"
+    assert rows["5"]["log"] == "working on 5\n"
     assert context.history("boom", workdir=tmp_path)[-1]["status"] == "failed"
 
 
@@ -127,8 +133,10 @@ def test_retries_are_per_item_and_recorded(client, tmp_path):
     rec = Recorder()
     items = {str(x): (str(tmp_path), x) for x in range(6)}
     result = run_stage("flaky", flaky, items, retries=1, client=client, workdir=tmp_path, progress=rec)
-    assert list(result) == list(range(6)) and result.stats["retried"] == 6
-    assert all(not final for *_, final in rec.failures) and len(rec.failures) == 6
+    assert list(result) == list(range(6))
+    assert result.stats["retried"] == 6
+    assert all(not final for *_, final in rec.failures)
+    assert len(rec.failures) == 6
     history = context.attempts("flaky", "2", workdir=tmp_path)
     assert [(a["attempt"], a["outcome"]) for a in history] == [(1, "failed"), (2, "done")]
     assert "transient failure on 2" in history[0]["error"]
@@ -160,7 +168,9 @@ def test_output_appears_while_the_item_runs(client, tmp_path):
         first = min(t for t, k, text, _ in rec.outputs if k == key and f"start {key}" in text)
         assert done - first > 1.0, "the first line must arrive while the item still runs"
         text = rec.text_of(key)
-        assert f"start {key}" in text and f"WARNING pipeline.test: half way through {key}" in text and f"end {key}" in text
+        assert f"start {key}" in text
+        assert f"WARNING pipeline.test: half way through {key}" in text
+        assert f"end {key}" in text
         assert any(k == key and s == "stderr" and f"to stderr {key}" in t for _, k, t, s in rec.outputs)
         assert text.count(f"end {key}") == 1  # shown once, not again from the final log
 
@@ -274,10 +284,13 @@ def test_killing_a_worker_loses_no_item(tmp_path, no_leaks):
         result = run_stage("survive", slow_item, range(10), client=c, workdir=tmp_path, progress=rec, batch=1)
         thread.join()
         assert killed, "the test must have killed a worker"
-        assert list(result) == list(range(10)) and result.ok
+        assert list(result) == list(range(10))
+        assert result.ok
         lost = [a for a in context.attempts("survive", workdir=tmp_path) if a["outcome"] == "lost"]
-        assert lost and all("was lost" in a["error"] for a in lost)
+        assert lost
+        assert all("was lost" in a["error"] for a in lost)
         retried = {a["key"] for a in lost}
         rows = {r["key"]: r for r in context.items("survive", workdir=tmp_path)}
         assert all(rows[k]["attempts"] == 2 and rows[k]["status"] == "done" for k in retried)
-        assert result.stats["retried"] >= 1 and any("was lost" in n for n in rec.notes)
+        assert result.stats["retried"] >= 1
+        assert any("was lost" in n for n in rec.notes)

@@ -16,7 +16,7 @@ from pipejupyter.work.cell import CellError, cell_work, used_names
 from pipejupyter.work.executor import Entries, run_batch
 from pipejupyter.work.fingerprint import digest, token
 from pipejupyter.work.kinds import Command, CommandFailed, WorkError, as_work, command
-from tests.conftest import PYTHON, ROOT
+from tests.support.common import PYTHON, ROOT
 
 
 def test_lists_dicts_and_once():
@@ -103,7 +103,8 @@ def test_token_of_a_notebook_function_survives_a_restart(tmp_path):
         subprocess.run([PYTHON, "-c", script, str(ROOT), f"/tmp/ipykernel_{n}/cell.py"], capture_output=True, text=True, check=True).stdout
         for n in (1111, 2222)
     ]
-    assert outs[0] == outs[1] and outs[0].startswith("fn:")
+    assert outs[0] == outs[1]
+    assert outs[0].startswith("fn:")
 
 
 def test_used_names_and_unpicklable_values():
@@ -137,7 +138,8 @@ def test_batch_runner_keeps_going_after_a_failure():
 
     _, _, outcomes = run_batch(as_work(work), Entries([(0, "a", 0), (1, "b", 1), (2, "c", 2)]), _meta())
     assert [o.ok for o in outcomes] == [True, False, True]
-    assert "KeyError: 'one'" in outcomes[1].error and "in work" in outcomes[1].error
+    assert "KeyError: 'one'" in outcomes[1].error
+    assert "in work" in outcomes[1].error
     assert "run_batch" not in outcomes[1].error  # the user's frames, not ours
     assert outcomes[2].log == "item 2\n"
 
@@ -154,7 +156,9 @@ def test_commands(tmp_path):
     script.chmod(0o755)
     cmd = command([str(script)], env={"MODE": "fast"}, cwd=tmp_path)
     result = cmd.bind("a.ms", "a").execute()
-    assert result.returncode == 0 and result.stdout == f"in {tmp_path}: a.ms with fast\n" and result.stderr == "warn\n"
+    assert result.returncode == 0
+    assert result.stdout == f"in {tmp_path}: a.ms with fast\n"
+    assert result.stderr == "warn\n"
     with pytest.raises(CommandFailed, match="exited with status 3") as info:
         cmd.bind("bad", "bad").execute()
     assert info.value.result.stderr == "warn\n"
@@ -176,14 +180,17 @@ def test_bad_requests_are_refused_before_anything_runs():
 
 def test_planner_probes_then_packs():
     plan = BatchPlanner("auto", slots=2, target=0.1)
-    assert plan.next_size(20_000) == 1 and plan.max_in_flight() == 2  # nothing measured yet
+    assert plan.next_size(20_000) == 1
+    assert plan.max_in_flight() == 2  # nothing measured yet
     plan.observe(1, 0.001)
-    assert plan.next_size(20_000) == 100 and plan.max_in_flight() == 4
+    assert plan.next_size(20_000) == 100
+    assert plan.max_in_flight() == 4
     assert plan.next_size(50) == 25  # the tail is shared evenly between threads
     slow = BatchPlanner("auto", slots=2, target=0.1)
     slow.observe(1, 5.0)
     assert slow.next_size(1000) == 1
-    assert BatchPlanner(False).next_size(10) == 1 and BatchPlanner(7).next_size(10) == 7
+    assert BatchPlanner(False).next_size(10) == 1
+    assert BatchPlanner(7).next_size(10) == 7
     with pytest.raises(ValueError):
         BatchPlanner("lots")
 

@@ -12,7 +12,7 @@ import pytest
 import pipejupyter
 from pipejupyter.stages import context
 from pipejupyter.stages.run import run_stage
-from tests.slurm_support import jobs_under, slurm_clean  # noqa: F401 (fixture)
+from tests.support.slurm import jobs_under, slurm_clean  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_clean", "no_leaks")]
 SMALL = ["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"]
@@ -38,12 +38,14 @@ def test_stage_runs_inside_slurm_jobs_with_retries_and_context(isolated):
         result = run_stage("squares", fn, list(range(8)), retries=1, client=handle.client, progress=None, workdir=work)
         assert [r["x"] for r in result] == [x * x for x in range(8)]
         jobs = set(jobs_under(isolated))
-        assert len(jobs) == 2 and {r["job"] for r in result} <= jobs  # every item ran inside a job
+        assert len(jobs) == 2
+        assert {r["job"] for r in result} <= jobs  # every item ran inside a job
         tries = context.attempts("squares", "3", workdir=work)
         assert [(a["attempt"], a["outcome"]) for a in tries] == [(1, "failed"), (2, "done")]
         assert "first attempt of item 3 fails" in tries[0]["error"]
         assert {r["status"] for r in context.items("squares", workdir=work)} == {"done"}
         again = run_stage("squares", fn, list(range(8)), retries=1, client=handle.client, progress=None, workdir=work)
-        assert list(again) == list(result) and again.stats["skipped"] == 8, again.stats
+        assert list(again) == list(result), again.stats
+        assert again.stats["skipped"] == 8, again.stats
     finally:
         handle.stop(timeout=30)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipejupyter.lifecycle import manager
-from tests.conftest import processes_with_env, require, wait_until
+from tests.support.common import processes_with_env, require, wait_until
 
 ADDRESS_VAR = "PIPEJUPYTER_TEST_GATEWAY_ADDRESS"
 PASSWORD_VAR = "PIPEJUPYTER_TEST_GATEWAY_PASSWORD"

@@ -1,6 +1,6 @@
 """A real `jupyter lab` in an isolated directory and Debian's Chromium driven by Playwright.
 
-Used by tests/test_browser.py and benchmarks/panel_start.py. Nothing here is mocked:
+Used by tests/e2e/test_browser.py and benchmarks/panel_start.py. Nothing here is mocked:
 the server loads the installed lab extension and the pipejupyter server extension.
 """
 
@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.common import ROOT
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require
+from tests.support.common import ROOT, require
 
 ENV_FILE = ROOT / ".ci-state" / "slurm" / "env.sh"
 

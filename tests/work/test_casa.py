@@ -14,7 +14,7 @@ import pipejupyter
 from pipejupyter.stages.results import StageFailed
 from pipejupyter.stages.run import run_stage
 from pipejupyter.work.casa import COMMANDS_LOG, CasaResult, CasaTaskError
-from tests.conftest import PYTHON, ROOT, require
+from tests.support.common import PYTHON, ROOT, require
 
 pytestmark = pytest.mark.casa
 SITE_CONFIG = ROOT / ".ci-state" / "casa" / "config.py"
@@ -39,7 +39,8 @@ def mses(casa_env, tmp_path_factory):
     for name in ("first.ms", "second.ms"):
         path = folder / name
         proc = subprocess.run([PYTHON, str(ROOT / "ci" / "make_ms.py"), str(path)], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0 and path.is_dir(), proc.stderr[-2000:]
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert path.is_dir(), proc.stderr[-2000:]
         out.append(str(path))
     return out
 
@@ -57,14 +58,17 @@ def test_listobs_over_measurement_sets(client, mses, tmp_path):
     result = run_stage("listobs", pipejupyter.casa("listobs", listfile=""), mses, client=client, workdir=tmp_path, progress=None)
     assert result.keys == mses
     for ms, res in zip(mses, result, strict=True):
-        assert isinstance(res, CasaResult) and res.value["nfields"] == 1 and res.value["numrecords"] > 0
+        assert isinstance(res, CasaResult)
+        assert res.value["nfields"] == 1
+        assert res.value["numrecords"] > 0
         assert any("Begin Task: listobs" in line for line in res.log)
         assert any(ms in line for line in res.log)  # this call's lines, not another's
         assert not any(other in line for other in mses if other != ms for line in res.log)
         assert res.command == f"listobs(vis={ms!r}, listfile='')"
     log = (tmp_path / COMMANDS_LOG).read_text()
     for ms in mses:
-        assert f"listobs(vis={ms!r}, listfile='')" in log and f"item {ms!r}" in log
+        assert f"listobs(vis={ms!r}, listfile='')" in log
+        assert f"item {ms!r}" in log
 
 
 def calibrate_and_image(vis, workdir):
@@ -88,7 +92,8 @@ def test_a_chain_of_tasks_in_one_item(client, mses, tmp_path):
     result = run_stage("image", functools.partial(calibrate_and_image, workdir=str(tmp_path)), [mses[0]],
                        client=client, workdir=tmp_path, progress=None, batch=1)
     out = result[0]
-    assert out["rows"] > 0 and 0.5 < out["peak"] < 1.5  # the simulated 1 Jy source
+    assert out["rows"] > 0
+    assert 0.5 < out["peak"] < 1.5  # the simulated 1 Jy source
     log = (tmp_path / COMMANDS_LOG).read_text()
     order = [log.index(f"{task}(") for task in ("flagdata", "split", "tclean", "imstat")]
     assert order == sorted(order)
@@ -110,14 +115,16 @@ def test_casa_under_mpirun(client, mses, tmp_path):
     result = run_stage("listobs-mpi", pipejupyter.casa("listobs", listfile="", mpi=2), [mses[1]], client=client, workdir=tmp_path, progress=None)
     res = result[0]
     assert res.value["nfields"] == 1
-    assert res.mpi["nprocs"] == 2 and [(r["rank"], r["size"]) for r in res.mpi["ranks"]] == [(0, 2), (1, 2)]
+    assert res.mpi["nprocs"] == 2
+    assert [(r["rank"], r["size"]) for r in res.mpi["ranks"]] == [(0, 2), (1, 2)]
     assert f"listobs(vis={mses[1]!r}, listfile='')" in (tmp_path / COMMANDS_LOG).read_text()
 
 
 def test_run_here_logs_the_command_in_the_working_directory(casa_env, mses, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = pipejupyter.casa("listobs", vis=mses[0], listfile="").run()
-    assert res.value["nfields"] == 1 and res.duration > 0
+    assert res.value["nfields"] == 1
+    assert res.duration > 0
     assert f"listobs(vis={mses[0]!r}, listfile='')" in (tmp_path / COMMANDS_LOG).read_text()
     with pytest.raises(CasaTaskError, match="did you mean 'tclean'"):
         pipejupyter.casa("tcleen").run()

@@ -14,7 +14,7 @@ import pipejupyter
 from pipejupyter.stages.results import StageFailed
 from pipejupyter.stages.run import run_stage
 from pipejupyter.work.nested_mpi import MpiError, mpi_child_environ
-from tests.conftest import ROOT, require
+from tests.support.common import ROOT, require
 
 pytestmark = pytest.mark.mpi
 
@@ -50,7 +50,8 @@ def ranks(tag=None):
 def test_ranks_report_n_processes_here():
     out = pipejupyter.mpirun(ranks, nprocs=3).run()
     assert [(r["rank"], r["size"], r["sum"]) for r in out] == [(0, 3, 3), (1, 3, 3), (2, 3, 3)]
-    assert len({r["pid"] for r in out}) == 3 and "Open MPI" in out[0]["library"]
+    assert len({r["pid"] for r in out}) == 3
+    assert "Open MPI" in out[0]["library"]
 
 
 def test_on_workers_per_item_and_returned_from_a_function(client, tmp_path):
@@ -108,7 +109,8 @@ def test_nested_mpi_from_a_notebook_that_is_itself_an_mpi_rank(tmp_path):
             return (MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size())
 
         if __name__ == "__main__":
-            assert MPI.COMM_WORLD.Get_size() == 1 and "OMPI_COMM_WORLD_RANK" in os.environ
+            assert MPI.COMM_WORLD.Get_size() == 1
+            assert "OMPI_COMM_WORLD_RANK" in os.environ
             handle = pipejupyter.start(workers=1, timeout=60)
             try:
                 leaked = pipejupyter.run_stage("env", worker_env, [0], progress=None)[0]
