@@ -27,7 +27,9 @@ print(time.perf_counter() - t)
 
 
 def _subprocess_time(code: str) -> float:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -37,7 +39,13 @@ def bench_import(repeat: int = 5) -> dict:
         ours.append(_subprocess_time(IMPORT_OURS))
         base.append(_subprocess_time(IMPORT_BASELINE))
     o, b = statistics.median(ours), statistics.median(base)
-    return {"name": "import pipejupyter + %load_ext vs import distributed", "ours": o, "baseline": b, "ratio": o / b, "unit": "s"}
+    return {
+        "name": "import pipejupyter + %load_ext vs import distributed",
+        "ours": o,
+        "baseline": b,
+        "ratio": o / b,
+        "unit": "s",
+    }
 
 
 def _start_ours(n: int) -> float:
@@ -54,9 +62,16 @@ def _start_raw(n: int) -> float:
     from distributed import LocalCluster
     from timing import time_to_workers
 
-    return time_to_workers(lambda: LocalCluster(
-        n_workers=n, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40,
-    ), n)
+    return time_to_workers(
+        lambda: LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=40,
+        ),
+        n,
+    )
 
 
 def bench_start(n: int = 2, repeat: int = 3) -> dict:
@@ -65,7 +80,13 @@ def bench_start(n: int = 2, repeat: int = 3) -> dict:
         base.append(_start_raw(n))
         ours.append(_start_ours(n))
     o, b = statistics.median(ours), statistics.median(base)
-    return {"name": f"start local profile to {n} workers vs LocalCluster + Client", "ours": o, "baseline": b, "ratio": o / b, "unit": "s"}
+    return {
+        "name": f"start local profile to {n} workers vs LocalCluster + Client",
+        "ours": o,
+        "baseline": b,
+        "ratio": o / b,
+        "unit": "s",
+    }
 
 
 def bench() -> list[dict]:

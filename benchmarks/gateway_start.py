@@ -48,13 +48,17 @@ def write_config(directory: Path) -> None:
         "auth": {"type": "basic", "username": USER, "password_env": PASSWORD_VAR},
         "options": {"worker_cores": 1, "worker_memory": 0.5},
     }
-    (directory / "config.yaml").write_text(yaml.safe_dump({"pipecluster": {"profiles": {"gw": profile}}}))
+    (directory / "config.yaml").write_text(
+        yaml.safe_dump({"pipecluster": {"profiles": {"gw": profile}}})
+    )
 
 
 def raw_gateway(address: str = ADDRESS, password: str | None = None):
     from dask_gateway import BasicAuth, Gateway
 
-    return Gateway(address, auth=BasicAuth(USER, os.environ[PASSWORD_VAR] if password is None else password))
+    return Gateway(
+        address, auth=BasicAuth(USER, os.environ[PASSWORD_VAR] if password is None else password)
+    )
 
 
 def close_raw(gateway) -> None:
@@ -66,7 +70,9 @@ def wait_stopped(name: str, timeout: float = 60) -> None:
     gateway = raw_gateway()
     try:
         deadline = time.monotonic() + timeout
-        while any(r.name == name for r in gateway.list_clusters(status=["pending", "running", "stopping"])):
+        while any(
+            r.name == name for r in gateway.list_clusters(status=["pending", "running", "stopping"])
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gateway cluster {name} still active after {timeout} s")
             time.sleep(0.2)
@@ -142,7 +148,10 @@ def error_raw(address: str, password: str | None = None, cut: float = 20.0) -> t
         future.result(cut)
     except concurrent.futures.TimeoutError:
         pool.shutdown(wait=False)
-        return time.perf_counter() - t, f"no answer after {cut:g} s (cut; aiohttp waits up to 300 s)"
+        return (
+            time.perf_counter() - t,
+            f"no answer after {cut:g} s (cut; aiohttp waits up to 300 s)",
+        )
     except Exception as exc:
         pool.shutdown(wait=False)
         return time.perf_counter() - t, f"{type(exc).__name__}: {str(exc)[:100]}"
@@ -159,7 +168,11 @@ def bench_errors() -> list[tuple[str, float, str, float, str]]:
     rows = []
     cases = [
         ("unreachable (closed port)", [f"address={closed}"], (closed, None)),
-        ("never answers (request_timeout 2 s)", [f"address={hung}", "request_timeout=2"], (hung, None)),
+        (
+            "never answers (request_timeout 2 s)",
+            [f"address={hung}", "request_timeout=2"],
+            (hung, None),
+        ),
         ("wrong password", ["auth.password_env=BENCH_WRONG_PASSWORD"], (ADDRESS, "wrong-password")),
     ]
     try:
@@ -192,9 +205,21 @@ def bench(repeat: int = 3) -> list[dict]:
     try:
         times = bench_start(repeat)
         ours, raw = statistics.median(times["ours"]), statistics.median(times["raw"])
-        rows = [{"name": "gateway start to 2 workers vs raw dask-gateway client", "ours": ours, "baseline": raw}]
+        rows = [
+            {
+                "name": "gateway start to 2 workers vs raw dask-gateway client",
+                "ours": ours,
+                "baseline": raw,
+            }
+        ]
         for label, t_ours, _, t_raw, _ in bench_errors():
-            rows.append({"name": f"gateway error, {label} vs raw (raw cut at 20 s)", "ours": t_ours, "baseline": t_raw})
+            rows.append(
+                {
+                    "name": f"gateway error, {label} vs raw (raw cut at 20 s)",
+                    "ours": t_ours,
+                    "baseline": t_raw,
+                }
+            )
     finally:
         os.chdir(cwd)
         if runtime is None:
@@ -212,13 +237,19 @@ def main() -> int:
         print(NO_GATEWAY, file=sys.stderr)
         return 2
     _prepare()
-    print(f"gateway {ADDRESS}, user {USER}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"gateway {ADDRESS}, user {USER}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
 
     times = bench_start(args.repeat)
     raw, ours = statistics.median(times["raw"]), statistics.median(times["ours"])
     print(f"\ntime to two workers, median of {args.repeat} interleaved runs:")
-    print(f"  raw dask-gateway client      {raw:6.2f} s   {' '.join(f'{t:.2f}' for t in times['raw'])}")
-    print(f"  pipejupyter.start(workers=2) {ours:6.2f} s   {' '.join(f'{t:.2f}' for t in times['ours'])}")
+    print(
+        f"  raw dask-gateway client      {raw:6.2f} s   {' '.join(f'{t:.2f}' for t in times['raw'])}"
+    )
+    print(
+        f"  pipejupyter.start(workers=2) {ours:6.2f} s   {' '.join(f'{t:.2f}' for t in times['ours'])}"
+    )
     print(f"  ratio ours/raw               {ours / raw:6.2f}")
 
     print("\ntime to the error (ours: median of 3; raw dask-gateway: one try):")

@@ -36,7 +36,9 @@ client.close(); cluster.close()
 
 
 def _raw_dask() -> float:
-    out = subprocess.run([sys.executable, "-c", RAW_DASK], capture_output=True, text=True, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", RAW_DASK], capture_output=True, text=True, check=True, timeout=300
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -61,7 +63,9 @@ def bench(repeat: int = 3) -> list[dict]:
                 panel.locator("li.pj-cluster").wait_for(state="detached", timeout=60_000)
 
                 t = time.perf_counter()
-                status, model = server.request("POST", "pipejupyter/clusters", {"profile": "local", "workers": 2})
+                status, model = server.request(
+                    "POST", "pipejupyter/clusters", {"profile": "local", "workers": 2}
+                )
                 posts.append(time.perf_counter() - t)
                 assert status == 201 and model["workers"] == 2, model
                 assert server.request("DELETE", f"pipejupyter/clusters/{model['id']}")[0] == 204
@@ -70,10 +74,20 @@ def bench(repeat: int = 3) -> list[dict]:
                 raws.append(_raw_dask())
     click, post, raw = statistics.median(clicks), statistics.median(posts), statistics.median(raws)
     return [
-        {"name": "panel: click Start (2 workers) -> card shows 2 workers vs the POST alone",
-         "ours": click, "baseline": post, "ratio": click / post, "unit": "s"},
-        {"name": "POST /pipejupyter/clusters (2 workers) vs LocalCluster(n_workers=2) in a script",
-         "ours": post, "baseline": raw, "ratio": post / raw, "unit": "s"},
+        {
+            "name": "panel: click Start (2 workers) -> card shows 2 workers vs the POST alone",
+            "ours": click,
+            "baseline": post,
+            "ratio": click / post,
+            "unit": "s",
+        },
+        {
+            "name": "POST /pipejupyter/clusters (2 workers) vs LocalCluster(n_workers=2) in a script",
+            "ours": post,
+            "baseline": raw,
+            "ratio": post / raw,
+            "unit": "s",
+        },
     ]
 
 
@@ -89,7 +103,9 @@ def main() -> int:
         elif "skipped" in row:
             print(f"{row['name']}: skipped: {row['skipped']}")
         else:
-            print(f"{row['name']:<84} {row['ours']:.2f} s  {row['baseline']:.2f} s  x{row['ratio']:.2f}")
+            print(
+                f"{row['name']:<84} {row['ours']:.2f} s  {row['baseline']:.2f} s  x{row['ratio']:.2f}"
+            )
     return 0
 
 

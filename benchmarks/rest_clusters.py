@@ -66,8 +66,14 @@ class Workers:
     """``with Workers(address, n, env):`` n workers connected to ``address``."""
 
     def __init__(self, address: str, n: int, env: dict) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKERS, address, str(n)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKERS, address, str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
 
     def __enter__(self) -> Workers:
         assert self.proc.stdout.readline().strip() == "ready", "the workers did not start"
@@ -110,7 +116,9 @@ class Timer:
 
 def _row(name: str, ours: float, base: float, listing: dict, expect_workers: int) -> dict:
     counts = sorted(c["workers"] for c in listing["clusters"])
-    assert counts == ([expect_workers] if expect_workers else []), counts  # live counts, not a stale record
+    assert counts == ([expect_workers] if expect_workers else []), (
+        counts
+    )  # live counts, not a stale record
     return {"name": name, "ours": ours, "baseline": base, "ratio": ours / base, "unit": "s"}
 
 
@@ -127,28 +135,66 @@ def bench(repeat: int = 30, sizes: tuple[int, ...] = SIZES) -> list[dict]:
             timer = Timer(server)
             timer.get("/pipejupyter/profiles")  # first call imports the backends once
             ours, base, listing = timer.compare(repeat)
-            rows.append(_row("GET /pipejupyter/clusters, no clusters vs GET /api/status", ours, base, listing, 0))
+            rows.append(
+                _row(
+                    "GET /pipejupyter/clusters, no clusters vs GET /api/status",
+                    ours,
+                    base,
+                    listing,
+                    0,
+                )
+            )
             for n in sizes:
                 # A cluster owned by the server (its scheduler runs in the server process).
-                status, model = server.request("POST", "pipejupyter/clusters", {"profile": "local", "workers": 0})
+                status, model = server.request(
+                    "POST", "pipejupyter/clusters", {"profile": "local", "workers": 0}
+                )
                 assert status == 201, model
                 with Workers(model["scheduler_address"], n, server.env):
                     ours, base, listing = timer.compare(repeat)
-                    rows.append(_row(f"GET /pipejupyter/clusters, server's cluster, {n} workers vs /api/status", ours, base, listing, n))
+                    rows.append(
+                        _row(
+                            f"GET /pipejupyter/clusters, server's cluster, {n} workers vs /api/status",
+                            ours,
+                            base,
+                            listing,
+                            n,
+                        )
+                    )
                 assert server.request("DELETE", f"pipejupyter/clusters/{model['id']}")[0] == 204
                 if n not in KERNEL_SIZES:
                     continue
                 # A cluster owned by a kernel: found through its discovery file, counted live.
-                kernel = subprocess.Popen([sys.executable, "-c", KERNEL], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, text=True, env=server.env)
+                kernel = subprocess.Popen(
+                    [sys.executable, "-c", KERNEL],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=server.env,
+                )
                 try:
                     _, address = kernel.stdout.readline().split()
                     with Workers(address, n, server.env):
                         first, _ = timer.get("/pipejupyter/clusters")  # opens the live connection
                         ours, base, listing = timer.compare(repeat)
-                        rows.append(_row(f"GET /pipejupyter/clusters, a kernel's cluster, {n} workers vs /api/status", ours, base, listing, n))
-                        rows.append({"name": f"  first GET once a kernel's {n}-worker cluster appears (connects)",
-                                     "ours": first, "baseline": base, "ratio": first / base, "unit": "s"})
+                        rows.append(
+                            _row(
+                                f"GET /pipejupyter/clusters, a kernel's cluster, {n} workers vs /api/status",
+                                ours,
+                                base,
+                                listing,
+                                n,
+                            )
+                        )
+                        rows.append(
+                            {
+                                "name": f"  first GET once a kernel's {n}-worker cluster appears (connects)",
+                                "ours": first,
+                                "baseline": base,
+                                "ratio": first / base,
+                                "unit": "s",
+                            }
+                        )
                 finally:
                     kernel.stdin.close()
                     kernel.wait(timeout=120)
@@ -158,7 +204,9 @@ def bench(repeat: int = 30, sizes: tuple[int, ...] = SIZES) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES), help="workers per cluster")
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=list(SIZES), help="workers per cluster"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = bench(args.repeat, tuple(args.sizes))
@@ -167,10 +215,14 @@ def main() -> int:
             print(json.dumps(row))
         return 0
     cpus = len(os.sched_getaffinity(0))
-    print(f"machine: {cpus} CPUs, Python {sys.version.split()[0]}; medians of {args.repeat} interleaved requests")
+    print(
+        f"machine: {cpus} CPUs, Python {sys.version.split()[0]}; medians of {args.repeat} interleaved requests"
+    )
     print(f"{'benchmark':<78} {'ours':>9} {'baseline':>9} {'ratio':>6}")
     for row in rows:
-        print(f"{row['name']:<78} {row['ours'] * 1000:>6.2f} ms {row['baseline'] * 1000:>6.2f} ms {row['ratio']:>6.1f}")
+        print(
+            f"{row['name']:<78} {row['ours'] * 1000:>6.2f} ms {row['baseline'] * 1000:>6.2f} ms {row['ratio']:>6.1f}"
+        )
     return 0
 
 

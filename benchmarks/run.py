@@ -21,7 +21,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-MODULES = ["core", "stages", "widget_render", "rest_clusters", "panel_start", "slurm_start", "gateway_start"]
+MODULES = [
+    "core",
+    "stages",
+    "widget_render",
+    "rest_clusters",
+    "panel_start",
+    "slurm_start",
+    "gateway_start",
+]
 
 
 def machine() -> str:
@@ -60,7 +68,9 @@ def main() -> int:
             print(f"{row['name']:<70} skipped: {row['skipped']}")
             continue
         unit = row.get("unit", "s")
-        print(f"{row['name']:<70} {_fmt(row['ours'], unit):>10} {_fmt(row['baseline'], unit):>10} {row['ratio']:>7.2f}")
+        print(
+            f"{row['name']:<70} {_fmt(row['ours'], unit):>10} {_fmt(row['baseline'], unit):>10} {row['ratio']:>7.2f}"
+        )
     return 0
 
 

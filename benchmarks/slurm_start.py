@@ -33,14 +33,18 @@ def slurm_up() -> bool:
 
 
 def partition() -> str:
-    out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=10).stdout.split()
+    out = subprocess.run(
+        ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=10
+    ).stdout.split()
     default = [p for p in out if p.endswith("*")]
     return (default or out)[0].rstrip("*")
 
 
 def jobs_in(directory: str) -> list[str]:
     """Job ids whose working directory is ``directory`` (ours only, whoever else uses SLURM)."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, timeout=10
+    ).stdout
     return [line.split()[0] for line in out.splitlines() if line.split()[1:] == [directory]]
 
 
@@ -57,7 +61,9 @@ def start_ours(n: int) -> float:
     import pipejupyter
 
     t = time.perf_counter()
-    handle = pipejupyter.start("slurm", workers=n, overrides=[f"cluster_kwargs.memory={MEMORY}"], set_default=False)
+    handle = pipejupyter.start(
+        "slurm", workers=n, overrides=[f"cluster_kwargs.memory={MEMORY}"], set_default=False
+    )
     elapsed = time.perf_counter() - t
     handle.stop()
     return elapsed
@@ -67,10 +73,18 @@ def start_raw(n: int) -> float:
     from dask_jobqueue import SLURMCluster
     from timing import time_to_workers
 
-    return time_to_workers(lambda: SLURMCluster(
-        cores=1, processes=1, memory=MEMORY, queue=partition(), walltime="01:00:00",
-        scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
-    ), n, scale=True)
+    return time_to_workers(
+        lambda: SLURMCluster(
+            cores=1,
+            processes=1,
+            memory=MEMORY,
+            queue=partition(),
+            walltime="01:00:00",
+            scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+        ),
+        n,
+        scale=True,
+    )
 
 
 def bench_start(n: int = 2, repeat: int = 3) -> dict:
@@ -82,7 +96,13 @@ def bench_start(n: int = 2, repeat: int = 3) -> dict:
         wait_empty(cwd)
         ours.append(start_ours(n))
     o, b = statistics.median(ours), statistics.median(base)
-    return {"name": f"slurm start to {n} workers vs SLURMCluster+scale+wait", "ours": o, "baseline": b, "ratio": o / b, "unit": "s"}
+    return {
+        "name": f"slurm start to {n} workers vs SLURMCluster+scale+wait",
+        "ours": o,
+        "baseline": b,
+        "ratio": o / b,
+        "unit": "s",
+    }
 
 
 OURS_CELL = f"""
@@ -128,14 +148,27 @@ def bench_sigkill(repeat: int = 1) -> dict:
         with tempfile.TemporaryDirectory() as directory:
             ours.append(kill_kernel_owning_cluster(OURS_CELL, directory))
         with tempfile.TemporaryDirectory() as directory:
-            base.append(kill_kernel_owning_cluster(RAW_CELL.format(partition=partition()), directory))
+            base.append(
+                kill_kernel_owning_cluster(RAW_CELL.format(partition=partition()), directory)
+            )
     o, b = statistics.median(ours), statistics.median(base)
-    return {"name": "kernel SIGKILL (2 running + 1 pending job) to empty queue vs raw", "ours": o, "baseline": b, "ratio": o / b, "unit": "s"}
+    return {
+        "name": "kernel SIGKILL (2 running + 1 pending job) to empty queue vs raw",
+        "ours": o,
+        "baseline": b,
+        "ratio": o / b,
+        "unit": "s",
+    }
 
 
 def bench() -> list[dict]:
     if not slurm_up():
-        return [{"name": "slurm_start", "skipped": "SLURM not running (ci/slurm.sh start; . .ci-state/slurm/env.sh)"}]
+        return [
+            {
+                "name": "slurm_start",
+                "skipped": "SLURM not running (ci/slurm.sh start; . .ci-state/slurm/env.sh)",
+            }
+        ]
     with tempfile.TemporaryDirectory() as directory:
         here = os.getcwd()
         os.chdir(directory)  # log directories and job working directories stay in here
@@ -152,5 +185,7 @@ if __name__ == "__main__":
         if "skipped" in row:
             print(f"{row['name']}: skipped: {row['skipped']}")
         else:
-            print(f"{row['name']}: ours {row['ours']:.2f} s, baseline {row['baseline']:.2f} s, ratio {row['ratio']:.2f}")
+            print(
+                f"{row['name']}: ours {row['ours']:.2f} s, baseline {row['baseline']:.2f} s, ratio {row['ratio']:.2f}"
+            )
     sys.exit(0)

@@ -35,15 +35,28 @@ SIZES = (10, 100, 1000)
 def synthetic_model(n: int) -> dict[str, Any]:
     rows = [
         worker_row(
-            name=f"slurm-{i}", address=f"tcp://10.0.{i // 250}.{i % 250}:40001", host=f"node{i:04d}",
-            threads=4, memory_used=(i % 7 + 1) * 2**28, memory_limit=2**33, processing=i % 5, status="running",
+            name=f"slurm-{i}",
+            address=f"tcp://10.0.{i // 250}.{i % 250}:40001",
+            host=f"node{i:04d}",
+            threads=4,
+            memory_used=(i % 7 + 1) * 2**28,
+            memory_limit=2**33,
+            processing=i % 5,
+            status="running",
         )
         for i in range(n)
     ]
     return cluster_model(
-        id="0123456789ab", name="bench", backend="slurm", profile="slurm", status="running",
-        scheduler_address="tcp://10.0.0.1:8786", dashboard_link="http://10.0.0.1:8787/status",
-        worker_info=rows, adapt={"minimum": 1, "maximum": n}, owner={"pid": 1, "host": "h", "kind": "kernel"},
+        id="0123456789ab",
+        name="bench",
+        backend="slurm",
+        profile="slurm",
+        status="running",
+        scheduler_address="tcp://10.0.0.1:8786",
+        dashboard_link="http://10.0.0.1:8787/status",
+        worker_info=rows,
+        adapt={"minimum": 1, "maximum": n},
+        owner={"pid": 1, "host": "h", "kind": "kernel"},
         started=0.0,
     )
 
@@ -98,18 +111,29 @@ def bench() -> list[dict]:
     rows = []
     for n in SIZES:
         r = measure(n)
-        rows.append({"name": f"widget refresh, {n} workers (synthetic model) vs json.dumps(model)",
-                     "ours": r["update"] / 1000, "baseline": r["json"] / 1000, "ratio": r["update"] / r["json"], "unit": "s"})
+        rows.append(
+            {
+                "name": f"widget refresh, {n} workers (synthetic model) vs json.dumps(model)",
+                "ours": r["update"] / 1000,
+                "baseline": r["json"] / 1000,
+                "ratio": r["update"] / r["json"],
+                "unit": "s",
+            }
+        )
     return rows
 
 
 def main() -> None:
-    print(f"{'workers':>8} {'json ms':>9} {'html ms':>9} {'text ms':>9} {'update ms':>10} {'bundle ms':>10}"
-          f" {'html/json':>10} {'update/json':>12} {'html KiB':>9}")
+    print(
+        f"{'workers':>8} {'json ms':>9} {'html ms':>9} {'text ms':>9} {'update ms':>10} {'bundle ms':>10}"
+        f" {'html/json':>10} {'update/json':>12} {'html KiB':>9}"
+    )
     for n in SIZES:
         r = measure(n)
-        print(f"{n:>8} {r['json']:>9.3f} {r['html']:>9.3f} {r['text']:>9.3f} {r['update']:>10.3f} {r['bundle']:>10.3f}"
-              f" {r['html'] / r['json']:>10.1f} {r['update'] / r['json']:>12.1f} {r['kib']:>9.1f}")
+        print(
+            f"{n:>8} {r['json']:>9.3f} {r['html']:>9.3f} {r['text']:>9.3f} {r['update']:>10.3f} {r['bundle']:>10.3f}"
+            f" {r['html'] / r['json']:>10.1f} {r['update'] / r['json']:>12.1f} {r['kib']:>9.1f}"
+        )
 
 
 if __name__ == "__main__":

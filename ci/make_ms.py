@@ -12,6 +12,7 @@ Needs the offline CASA config from ci/casa.sh: if CASASITECONFIG is unset and
 <repo>/.ci-state/casa/config.py exists, it is used (it must be set before casatools is
 imported).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,13 @@ def _casa_env() -> None:
         if cfg.is_file():
             os.environ["CASASITECONFIG"] = str(cfg)
         else:
-            sys.exit("CASASITECONFIG is not set and .ci-state/casa/config.py is missing: "
-                     "run ci/casa.sh install first")
+            sys.exit(
+                "CASASITECONFIG is not set and .ci-state/casa/config.py is missing: "
+                "run ci/casa.sh install first"
+            )
 
 
-def make_ms(out: str, nant: int = 4, nchan: int = 8, nint: int = 6,
-            overwrite: bool = False) -> str:
+def make_ms(out: str, nant: int = 4, nchan: int = 8, nint: int = 6, overwrite: bool = False) -> str:
     """Write the MeasurementSet to `out` and return its absolute path."""
     out = os.path.abspath(out)
     if os.path.exists(out):
@@ -67,23 +69,41 @@ def make_ms(out: str, nant: int = 4, nchan: int = 8, nint: int = 6,
         x, y, z = east[:nant], north[:nant], [0.0] * nant
 
         sm.open(out)
-        sm.setconfig(telescopename="VLA", x=x, y=y, z=z, dishdiameter=[25.0] * nant,
-                     mount=["alt-az"] * nant, antname=[f"A{i:02d}" for i in range(nant)],
-                     padname=[f"P{i:02d}" for i in range(nant)], coordsystem="local",
-                     referencelocation=me.observatory("VLA"))
-        sm.setspwindow(spwname="SPW0", freq="1.4GHz", deltafreq="1MHz",
-                       freqresolution="1MHz", nchannels=nchan, stokes="RR LL")
+        sm.setconfig(
+            telescopename="VLA",
+            x=x,
+            y=y,
+            z=z,
+            dishdiameter=[25.0] * nant,
+            mount=["alt-az"] * nant,
+            antname=[f"A{i:02d}" for i in range(nant)],
+            padname=[f"P{i:02d}" for i in range(nant)],
+            coordsystem="local",
+            referencelocation=me.observatory("VLA"),
+        )
+        sm.setspwindow(
+            spwname="SPW0",
+            freq="1.4GHz",
+            deltafreq="1MHz",
+            freqresolution="1MHz",
+            nchannels=nchan,
+            stokes="RR LL",
+        )
         sm.setfeed(mode="perfect R L")
         sm.setfield(sourcename="SRC", sourcedirection=me.direction(*PHASE_CENTRE))
         sm.setlimits(shadowlimit=0.001, elevationlimit="8deg")
         sm.setauto(autocorrwt=0.0)
-        sm.settimes(integrationtime="10s", usehourangle=True,
-                    referencetime=me.epoch("utc", "2024/01/01/00:00:00"))
+        sm.settimes(
+            integrationtime="10s",
+            usehourangle=True,
+            referencetime=me.epoch("utc", "2024/01/01/00:00:00"),
+        )
         sm.observe("SRC", "SPW0", starttime="0s", stoptime=f"{10 * nint}s")
 
         cl_path = os.path.join(tmp, "point.cl")
-        cl.addcomponent(dir=" ".join(PHASE_CENTRE), flux=1.0, fluxunit="Jy",
-                        freq="1.4GHz", shape="point")
+        cl.addcomponent(
+            dir=" ".join(PHASE_CENTRE), flux=1.0, fluxunit="Jy", freq="1.4GHz", shape="point"
+        )
         cl.rename(cl_path)
         cl.close(log=False)
         sm.predict(complist=cl_path)
@@ -102,6 +122,7 @@ def check(ms: str) -> None:
 
     work = tempfile.mkdtemp(prefix="make_ms-check-")
     try:
+
         def timed(name, fn, **kw):
             t = time.monotonic()
             r = fn(**kw)
@@ -116,8 +137,17 @@ def check(ms: str) -> None:
         timed("split", casatasks.split, vis=ms, outputvis=split_ms, datacolumn="data")
         assert os.path.isdir(split_ms)
         img = os.path.join(work, "img")
-        timed("tclean", casatasks.tclean, vis=split_ms, imagename=img, imsize=64,
-              cell="20arcsec", niter=20, weighting="natural", specmode="mfs")
+        timed(
+            "tclean",
+            casatasks.tclean,
+            vis=split_ms,
+            imagename=img,
+            imsize=64,
+            cell="20arcsec",
+            niter=20,
+            weighting="natural",
+            specmode="mfs",
+        )
         stats = timed("imstat", casatasks.imstat, imagename=img + ".image")
         peak = float(stats["max"][0])
         print(f"peak {peak:.3f} Jy/beam, rows {summ['total']}")

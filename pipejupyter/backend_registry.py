@@ -82,7 +82,9 @@ def get_backend(name: str, *, where: str | None = None) -> type[Backend]:
     try:
         return _load(target)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"backend {name!r} ({target}) cannot be loaded: {exc}", source=where, key="backend") from None
+        raise ConfigError(
+            f"backend {name!r} ({target}) cannot be loaded: {exc}", source=where, key="backend"
+        ) from None
 
 
 def backend_name_for_class(cluster_class: str) -> str:
@@ -98,7 +100,9 @@ def backend_name_for_class(cluster_class: str) -> str:
     return "generic"
 
 
-def backend_name_for_profile(profile: dict[str, Any], *, where: str | None = None, key: str | None = None) -> str:
+def backend_name_for_profile(
+    profile: dict[str, Any], *, where: str | None = None, key: str | None = None
+) -> str:
     if profile.get("backend"):
         return profile["backend"]
     if profile.get("cluster_class"):
@@ -115,7 +119,9 @@ def backend_class_for_profile(profile: Any, *, strict: bool = True) -> type[Back
     """Used by validation to learn a backend's extra profile keys; None when unknown."""
     if not isinstance(profile, dict):
         return None
-    if not isinstance(profile.get("backend") or "", str) or not isinstance(profile.get("cluster_class") or "", str):
+    if not isinstance(profile.get("backend") or "", str) or not isinstance(
+        profile.get("cluster_class") or "", str
+    ):
         return None  # the type error itself is reported by validation
     try:
         return get_backend(backend_name_for_profile(profile))

@@ -34,7 +34,9 @@ class ClusterSpec:
     cluster_kwargs: dict[str, Any] = field(default_factory=dict)
     adapt_kwargs: dict[str, Any] | None = None
     workers: int | None = None
-    env: dict[str, Any] = field(default_factory=dict)  # {"pass": [...], "set": {...}, "redact": [...]}
+    env: dict[str, Any] = field(
+        default_factory=dict
+    )  # {"pass": [...], "set": {...}, "redact": [...]}
     mpi: dict[str, Any] = field(default_factory=lambda: {"sanitize": "auto"})
     scheduler: dict[str, Any] = field(default_factory=dict)
     dask_config: dict[str, Any] = field(default_factory=dict)
@@ -43,7 +45,9 @@ class ClusterSpec:
     wait_timeout: float | None = None
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific profile keys
-    origin: dict[str, str] = field(default_factory=dict)  # dotted key -> "file:line" | default | --set
+    origin: dict[str, str] = field(
+        default_factory=dict
+    )  # dotted key -> "file:line" | default | --set
     notes: list[str] = field(default_factory=list)  # translations made while resolving
 
     def to_json(self, *, origin: bool = False) -> dict[str, Any]:

@@ -106,8 +106,12 @@ def _drive(page, lab: LabServer, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     # The two cells: the start line and the widget under %pipecluster.
     top, bottom = cells.nth(0).bounding_box(), widget.bounding_box()
-    clip = {"x": top["x"], "y": top["y"], "width": max(top["width"], bottom["width"]),
-            "height": bottom["y"] + bottom["height"] - top["y"] - 2}
+    clip = {
+        "x": top["x"],
+        "y": top["y"],
+        "width": max(top["width"], bottom["width"]),
+        "height": bottom["y"] + bottom["height"] - top["y"] - 2,
+    }
     page.screenshot(path=str(out), clip=clip)
     step(f"saved {out}")
     step("running: %pipecluster stop")
@@ -151,7 +155,9 @@ def main() -> int:
                 p.kill()
             leftover_files = sorted(lab.runtime.glob("cluster-*.json"))
     if left or leftover_files:
-        print(f"not clean: {len(left)} processes, discovery files {leftover_files}", file=sys.stderr)
+        print(
+            f"not clean: {len(left)} processes, discovery files {leftover_files}", file=sys.stderr
+        )
         return 1
     print("clean: no process, kernel or cluster left")
     return 0

@@ -43,4 +43,6 @@ def no_leaks():
         return live_children(os.getpid()) - before
 
     if not wait_until(lambda: not leaked(), timeout=20):
-        pytest.fail(f"processes left running: {[(p, cmdline_of(p)[:80]) for p in sorted(leaked())]}")
+        pytest.fail(
+            f"processes left running: {[(p, cmdline_of(p)[:80]) for p in sorted(leaked())]}"
+        )

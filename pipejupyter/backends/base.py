@@ -95,19 +95,29 @@ class Backend:
             try:
                 importlib.import_module(module)
             except ImportError:
-                raise MissingDependency(module, cls.extra or "all", f"the {cls.name!r} backend") from None
+                raise MissingDependency(
+                    module, cls.extra or "all", f"the {cls.name!r} backend"
+                ) from None
 
     @classmethod
     def cluster_type(cls, spec: ClusterSpec) -> type:
         cls.check_dependencies()
         path = spec.cluster_class or (cls.cluster_classes[0] if cls.cluster_classes else None)
         if not path:
-            raise ConfigError("no cluster_class to start", key="cluster_class", source=spec.origin_of("cluster_class"))
+            raise ConfigError(
+                "no cluster_class to start",
+                key="cluster_class",
+                source=spec.origin_of("cluster_class"),
+            )
         try:
             return import_dotted(path)
         except ImportError as exc:
             top = path.split(".")[0].split(":")[0]
-            extra = {"dask_jobqueue": "jobqueue", "dask_gateway": "gateway", "dask_kubernetes": "kubernetes"}.get(top)
+            extra = {
+                "dask_jobqueue": "jobqueue",
+                "dask_gateway": "gateway",
+                "dask_kubernetes": "kubernetes",
+            }.get(top)
             hint = f"; install it with: pip install 'pipejupyter[{extra}]'" if extra else ""
             raise ConfigError(
                 f"cluster_class {path!r} does not import ({exc}){hint}",
@@ -163,7 +173,10 @@ class Backend:
     def dry_run(self) -> str:
         """What would be started, as text; batch backends add their job script."""
         shown = self.spec.to_json()
-        shown["env"] = {"pass": shown["env"].get("pass", []), "workers_receive": self.env.redacted()}
+        shown["env"] = {
+            "pass": shown["env"].get("pass", []),
+            "workers_receive": self.env.redacted(),
+        }
         shown["options"] = redact_tree(shown["options"], self.env.redact)
         shown.pop("notes", None)
         text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
@@ -188,7 +201,9 @@ class Backend:
     def make_client(self, **kwargs: Any):
         from distributed import Client
 
-        return Client(self.cluster if self.cluster is not None else self.scheduler_address, **kwargs)
+        return Client(
+            self.cluster if self.cluster is not None else self.scheduler_address, **kwargs
+        )
 
     def scale(self, n: int) -> None:
         raise ClusterError(f"the {self.name!r} backend cannot scale")
@@ -300,5 +315,8 @@ class ClusterClassBackend(Backend):
         requested = getattr(self.cluster, "requested", None)
         if not requested:
             return []
-        return [worker_row(name=str(n), status="pending") for n in sorted(map(str, requested)) if str(n) not in connected]
-
+        return [
+            worker_row(name=str(n), status="pending")
+            for n in sorted(map(str, requested))
+            if str(n) not in connected
+        ]

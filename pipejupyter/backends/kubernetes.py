@@ -36,7 +36,12 @@ DEFAULT_API_TIMEOUT = 10.0
 # A DaskCluster name becomes part of pod and service names: RFC 1123, short.
 VALID_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 # KubeCluster keyword arguments that are profile keys here.
-PROFILE_KWARGS = {"image": "image", "namespace": "namespace", "resources": "resources", "name": "cluster_name"}
+PROFILE_KWARGS = {
+    "image": "image",
+    "namespace": "namespace",
+    "resources": "resources",
+    "name": "cluster_name",
+}
 
 
 class KubernetesBackend(ClusterClassBackend):
@@ -44,9 +49,16 @@ class KubernetesBackend(ClusterClassBackend):
     extra = "kubernetes"
     security_note = "set TLS up in the pod specs (dask-kubernetes), not in the profile"
     requires = ("dask_kubernetes",)
-    cluster_classes = ("dask_kubernetes.operator.KubeCluster", "dask_kubernetes.operator.kubecluster.KubeCluster")
+    cluster_classes = (
+        "dask_kubernetes.operator.KubeCluster",
+        "dask_kubernetes.operator.kubecluster.KubeCluster",
+    )
     profile_keys = {
-        "image": Field("str", "container image of scheduler and workers (default: dask config kubernetes.image)", nullable=True),
+        "image": Field(
+            "str",
+            "container image of scheduler and workers (default: dask config kubernetes.image)",
+            nullable=True,
+        ),
         "namespace": Field("str", "namespace (default: the kubeconfig's)", nullable=True),
         "resources": Field(
             "record",
@@ -58,7 +70,9 @@ class KubernetesBackend(ClusterClassBackend):
             },
         ),
         "cluster_name": Field("str", "name of the DaskCluster resource", nullable=True),
-        "api_timeout": Field("number", "seconds to wait for the Kubernetes API", minimum=0, nullable=True),
+        "api_timeout": Field(
+            "number", "seconds to wait for the Kubernetes API", minimum=0, nullable=True
+        ),
     }
 
     # -- resolve time -------------------------------------------------------------------
@@ -77,7 +91,13 @@ class KubernetesBackend(ClusterClassBackend):
             spec.notes.append(f"cluster_kwargs.n_workers={value!r} is the worker count (workers)")
         if isinstance(kwargs.get("env"), dict):
             values = kwargs.pop("env")
-            spec.env = {**spec.env, "set": {**(spec.env.get("set") or {}), **{str(k): str(v) for k, v in values.items()}}}
+            spec.env = {
+                **spec.env,
+                "set": {
+                    **(spec.env.get("set") or {}),
+                    **{str(k): str(v) for k, v in values.items()},
+                },
+            }
             spec.env.setdefault("pass", [])
             spec.notes.append("cluster_kwargs.env joins the worker environment (env.set)")
 
@@ -103,7 +123,10 @@ class KubernetesBackend(ClusterClassBackend):
     # -- the resource -------------------------------------------------------------------
     def __init__(self, spec: ClusterSpec, env) -> None:
         super().__init__(spec, env)
-        self.cluster_name = spec.options.get("cluster_name") or f"pipejupyter-{_slug(spec.profile)}-{uuid.uuid4().hex[:6]}"
+        self.cluster_name = (
+            spec.options.get("cluster_name")
+            or f"pipejupyter-{_slug(spec.profile)}-{uuid.uuid4().hex[:6]}"
+        )
 
     def environment(self) -> tuple[dict[str, str], list[str]]:
         return remote_environment(self.env, self.spec.env.get("pass") or (), "kubernetes")

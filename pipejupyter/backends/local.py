@@ -13,10 +13,28 @@ from pipejupyter.models import ClusterSpec
 # Batch-job settings that mean nothing for local processes: dropped with a note.
 JOB_ONLY_KEYS = frozenset(
     {
-        "queue", "account", "project", "walltime", "job_name", "name", "job_extra_directives",
-        "job_directives_skip", "job_script_prologue", "job_cpu", "job_mem", "log_directory",
-        "shebang", "python", "submit_command_extra", "cancel_command_extra", "disk",
-        "resource_spec", "job_extra", "env_extra", "extra", "worker_extra_args",
+        "queue",
+        "account",
+        "project",
+        "walltime",
+        "job_name",
+        "name",
+        "job_extra_directives",
+        "job_directives_skip",
+        "job_script_prologue",
+        "job_cpu",
+        "job_mem",
+        "log_directory",
+        "shebang",
+        "python",
+        "submit_command_extra",
+        "cancel_command_extra",
+        "disk",
+        "resource_spec",
+        "job_extra",
+        "env_extra",
+        "extra",
+        "worker_extra_args",
     }
 )
 
@@ -62,12 +80,20 @@ def _make_sanitized_nanny():
 class LocalBackend(ClusterClassBackend):
     name = "local"
     security_forms = ("tls", "files")
-    cluster_classes = ("distributed.LocalCluster", "dask.distributed.LocalCluster", "distributed.deploy.local.LocalCluster")
+    cluster_classes = (
+        "distributed.LocalCluster",
+        "dask.distributed.LocalCluster",
+        "distributed.deploy.local.LocalCluster",
+    )
 
     @classmethod
     def translate(cls, spec: ClusterSpec) -> None:
         kwargs = spec.cluster_kwargs
-        renames = {"cores": "threads_per_worker", "memory": "memory_limit", "nthreads": "threads_per_worker"}
+        renames = {
+            "cores": "threads_per_worker",
+            "memory": "memory_limit",
+            "nthreads": "threads_per_worker",
+        }
         for old, new in renames.items():
             if old in kwargs:
                 value = kwargs.pop(old)
@@ -82,7 +108,9 @@ class LocalBackend(ClusterClassBackend):
         if isinstance(kwargs.get("processes"), int) and not isinstance(kwargs["processes"], bool):
             value = kwargs.pop("processes")
             kwargs["processes"] = True
-            spec.notes.append(f"processes={value} (processes per job) means one process per local worker")
+            spec.notes.append(
+                f"processes={value} (processes per job) means one process per local worker"
+            )
         for key in sorted(JOB_ONLY_KEYS & set(kwargs)):
             kwargs.pop(key)
             spec.notes.append(f"{key} is a batch-job setting, ignored for local workers")
@@ -116,8 +144,9 @@ class LocalBackend(ClusterClassBackend):
         if sched.get("dashboard_address") is not None:
             kwargs.setdefault("dashboard_address", sched["dashboard_address"])
         if spec.security:
-
-            kwargs.setdefault("security", make_security(spec.security, source=spec.origin_of("security")))
+            kwargs.setdefault(
+                "security", make_security(spec.security, source=spec.origin_of("security"))
+            )
             kwargs.setdefault("protocol", "tls://")
         if spec.adapt_kwargs:
             kwargs["n_workers"] = int(spec.adapt_kwargs.get("minimum", 0) or 0)
@@ -130,7 +159,10 @@ class LocalBackend(ClusterClassBackend):
             # No shell runs between us and a local worker: expand $VAR in configured values
             # here (values copied from this environment are passed exactly as they are).
             explicit = set(self.env.explicit)
-            env = {k: os.path.expandvars(v) if k in explicit else v for k, v in self.env.variables.items()}
+            env = {
+                k: os.path.expandvars(v) if k in explicit else v
+                for k, v in self.env.variables.items()
+            }
             kwargs["env"] = {**env, **(kwargs.get("env") or {})}
             kwargs.setdefault("worker_class", _make_sanitized_nanny())
             kwargs.setdefault("mpi_policy", dict(spec.mpi))

@@ -12,7 +12,9 @@ def _square(x: int) -> int:
     return x * x
 
 
-def run(profile: str | None = None, *, workers: int | None = None, files=None, overrides=None) -> int:
+def run(
+    profile: str | None = None, *, workers: int | None = None, files=None, overrides=None
+) -> int:
 
     t0 = time.perf_counter()
     handle = start(profile, workers=workers, config=files or None, overrides=overrides or None)
@@ -25,7 +27,9 @@ def run(profile: str | None = None, *, workers: int | None = None, files=None, o
         shown = {k: v for k, v in model.items() if k != "worker_info"}
         print("cluster model:", json.dumps(shown, indent=2))
         for row in model["worker_info"]:
-            print(f"  worker {row['name']}: {row['threads']} thread(s), {row['memory_limit'] / 2**30:.1f} GiB limit, {row['status']}")
+            print(
+                f"  worker {row['name']}: {row['threads']} thread(s), {row['memory_limit'] / 2**30:.1f} GiB limit, {row['status']}"
+            )
     finally:
         handle.stop()
     print(f"stopped: {handle.status}")

@@ -22,15 +22,34 @@ from pipejupyter.lifecycle.manager import dry_run, list_clusters, prepare, stop_
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipejupyter", description="Dask clusters for pipelines, from configuration.")
+    parser = argparse.ArgumentParser(
+        prog="pipejupyter", description="Dask clusters for pipelines, from configuration."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-f", "--file", dest="files", action="append", default=[], metavar="FILE", help="an explicit config file (repeatable)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
+        p.add_argument(
+            "-f",
+            "--file",
+            dest="files",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="an explicit config file (repeatable)",
+        )
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one key (repeatable)",
+        )
 
     p = sub.add_parser("config", help="print the resolved profile")
-    p.add_argument("--profile", "-p", default=None, help="profile name (default: the configured default)")
+    p.add_argument(
+        "--profile", "-p", default=None, help="profile name (default: the configured default)"
+    )
     config_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--origin", action="store_true", help="show where each value came from")
@@ -92,7 +111,9 @@ def _cmd_config(args) -> int:
     data = _spec_json(spec)
     if args.origin:
         data["origin"] = spec.origin
-        data["files"] = [{"path": f.path, "role": f.role, "formats": list(f.formats)} for f in cfg.files]
+        data["files"] = [
+            {"path": f.path, "role": f.role, "formats": list(f.formats)} for f in cfg.files
+        ]
     if args.json:
         print(json.dumps(data, sort_keys=False, default=str))
     else:
@@ -121,7 +142,9 @@ def _cmd_profiles(args) -> int:
     for row in rows:
         mark = "*" if row["default"] else " "
         workers = "auto" if row["workers"] is None else row["workers"]
-        print(f"{mark} {row['name']:<16} {row['backend']:<28} workers={workers:<5} {row['description']}  [{row['origin']}]")
+        print(
+            f"{mark} {row['name']:<16} {row['backend']:<28} workers={workers:<5} {row['description']}  [{row['origin']}]"
+        )
     return 0
 
 
@@ -129,7 +152,11 @@ def _cmd_env(args) -> int:
 
     spec, backend = prepare(args.profile, config=args.files, overrides=args.overrides)
     env = backend.env
-    data = {"variables": env.redacted(), "removed_mpi": env.removed_mpi, "removed_slurm_for_submission": env.removed_slurm}
+    data = {
+        "variables": env.redacted(),
+        "removed_mpi": env.removed_mpi,
+        "removed_slurm_for_submission": env.removed_slurm,
+    }
     if args.json:
         print(json.dumps(data))
     else:
@@ -142,7 +169,10 @@ def _cmd_env(args) -> int:
 
 def _cmd_dry_run(args) -> int:
 
-    print(dry_run(args.profile, workers=args.workers, config=args.files, overrides=args.overrides), end="")
+    print(
+        dry_run(args.profile, workers=args.workers, config=args.files, overrides=args.overrides),
+        end="",
+    )
     return 0
 
 
@@ -156,7 +186,9 @@ def _cmd_list(args) -> int:
         print("no running clusters")
     for r in records:
         owner = r.get("owner") or {}
-        print(f"{r['id']}  {r['name']:<16} {r['backend']:<10} {r['status']:<9} {r.get('scheduler_address') or '-'}  owner {owner.get('kind')} pid {owner.get('pid')}")
+        print(
+            f"{r['id']}  {r['name']:<16} {r['backend']:<10} {r['status']:<9} {r.get('scheduler_address') or '-'}  owner {owner.get('kind')} pid {owner.get('pid')}"
+        )
     return 0
 
 

@@ -21,7 +21,10 @@ ENV = S.Field(
     "worker environment",
     children={
         "pass": S.Field("str-list", "names or glob patterns copied from this process to workers"),
-        "set": S.Field("str-map", "variables set on workers; $VAR: expanded here for local workers, for the node's shell in job scripts"),
+        "set": S.Field(
+            "str-map",
+            "variables set on workers; $VAR: expanded here for local workers, for the node's shell in job scripts",
+        ),
         "redact": S.Field("str-list", "extra glob patterns whose values are never displayed"),
     },
 )
@@ -29,8 +32,12 @@ MPI = S.Field(
     "record",
     "MPI sanitization",
     children={
-        "sanitize": S.Field("enum", "remove MPI launch variables from workers", values=("auto", "always", "never")),
-        "extra": S.Field("str-list", "extra variable names or glob patterns to treat as MPI variables"),
+        "sanitize": S.Field(
+            "enum", "remove MPI launch variables from workers", values=("auto", "always", "never")
+        ),
+        "extra": S.Field(
+            "str-list", "extra variable names or glob patterns to treat as MPI variables"
+        ),
     },
 )
 SCHEDULER = S.Field(
@@ -39,7 +46,9 @@ SCHEDULER = S.Field(
     children={
         "host": S.Field("str", "interface the scheduler binds", nullable=True),
         "port": S.Field("int", "scheduler port (0: a free port)", minimum=0, nullable=True),
-        "dashboard_address": S.Field("str", "dashboard host:port (port 0: a free port)", nullable=True),
+        "dashboard_address": S.Field(
+            "str", "dashboard host:port (port 0: a free port)", nullable=True
+        ),
     },
 )
 ADAPT = S.Field(
@@ -51,16 +60,26 @@ PROFILE_KEYS: dict[str, S.Field] = {
     "backend": S.Field("str", "backend name (see `pipejupyter profiles`) or module:Class"),
     "cluster_class": S.Field("str", "dotted path of a Dask cluster class"),
     "description": S.Field("str", "one line shown in listings"),
-    "workers": S.Field("int", "workers to start (null: the backend's default rule)", minimum=0, nullable=True),
+    "workers": S.Field(
+        "int", "workers to start (null: the backend's default rule)", minimum=0, nullable=True
+    ),
     "cluster_kwargs": S.Field("map", "keyword arguments of the cluster class", nullable=True),
     "adapt_kwargs": ADAPT,
     "env": ENV,
     "mpi": MPI,
     "scheduler": SCHEDULER,
-    "dask_config": S.Field("map", "Dask configuration set while the cluster is created", nullable=True),
+    "dask_config": S.Field(
+        "map", "Dask configuration set while the cluster is created", nullable=True
+    ),
     "casaconfig": S.Field("map", "CASA settings forwarded to the workers", nullable=True),
-    "security": S.Field("any", "transport security: null, tls (temporary certificates), or {ca_file, cert, key} (PEM files)", nullable=True),
-    "wait_timeout": S.Field("number", "seconds start() waits for workers", minimum=0, nullable=True),
+    "security": S.Field(
+        "any",
+        "transport security: null, tls (temporary certificates), or {ca_file, cert, key} (PEM files)",
+        nullable=True,
+    ),
+    "wait_timeout": S.Field(
+        "number", "seconds start() waits for workers", minimum=0, nullable=True
+    ),
 }
 
 
@@ -79,7 +98,11 @@ NATIVE = S.Field(
         "mpi": MPI,
         "dask_config": S.Field("map", "Dask configuration for every cluster", nullable=True),
         "casaconfig": S.Field("map", "CASA settings forwarded to the workers", nullable=True),
-        "pipeline": S.Field("map", "CASA pipeline settings kept as they are (tier0futures, autostart)", nullable=True),
+        "pipeline": S.Field(
+            "map",
+            "CASA pipeline settings kept as they are (tier0futures, autostart)",
+            nullable=True,
+        ),
         "profiles": S.Field("named-records", children=PROFILE_KEYS, extra_keys=_profile_extra_keys),
     },
 )
@@ -97,7 +120,10 @@ CASA_DASK = S.Field(
         "jobqueue": S.Field(
             "record",
             nullable=True,
-            children={"slurm": S.Field("map", nullable=True), "htcondor": S.Field("map", nullable=True)},
+            children={
+                "slurm": S.Field("map", nullable=True),
+                "htcondor": S.Field("map", nullable=True),
+            },
         ),
     },
 )
@@ -166,6 +192,7 @@ def _native(doc: SourcedYAML, out: Normalized) -> None:
     body = doc.data["pipecluster"]
     if body is None:
         return
+
     # Native paths are written under ``pipecluster``; strip that prefix for the origin map.
     def where(path: KeyPath) -> str:
         return doc.where(("pipecluster", *path))
@@ -216,7 +243,9 @@ def _casa(doc: SourcedYAML, out: Normalized) -> None:
             if dask.get(key) is not None:
                 out.put(("profiles", profile, "scheduler", key), dask[key], w(key))
     if dask.get("distributed"):
-        out.put(("dask_config",), {"distributed": _drop_nulls(dask["distributed"])}, w("distributed"))
+        out.put(
+            ("dask_config",), {"distributed": _drop_nulls(dask["distributed"])}, w("distributed")
+        )
     pipeline = {k: dask[k] for k in ("tier0futures", "autostart") if dask.get(k) is not None}
     if pipeline:
         out.put(("pipeline",), pipeline, w())
@@ -248,13 +277,19 @@ def _single(doc: SourcedYAML, out: Normalized, profile_name: str | None) -> None
     if "cluster_class" not in data:
         raise ConfigError(
             "a single-cluster file needs cluster_class (for example dask_jobqueue.SLURMCluster)",
-            source=doc.where(("cluster_kwargs",) if "cluster_kwargs" in data else ("adapt_kwargs",)),
+            source=doc.where(
+                ("cluster_kwargs",) if "cluster_kwargs" in data else ("adapt_kwargs",)
+            ),
             key="cluster_class",
         )
     S.validate(data["cluster_class"], PROFILE_KEYS["cluster_class"], ("cluster_class",), doc.where)
-    S.validate(data.get("cluster_kwargs"), PROFILE_KEYS["cluster_kwargs"], ("cluster_kwargs",), doc.where)
+    S.validate(
+        data.get("cluster_kwargs"), PROFILE_KEYS["cluster_kwargs"], ("cluster_kwargs",), doc.where
+    )
     S.validate(data.get("adapt_kwargs"), ADAPT, ("adapt_kwargs",), doc.where)
-    out.put(("profiles", name, "cluster_class"), data["cluster_class"], doc.where(("cluster_class",)))
+    out.put(
+        ("profiles", name, "cluster_class"), data["cluster_class"], doc.where(("cluster_class",))
+    )
     for key in ("cluster_kwargs", "adapt_kwargs"):
         if data.get(key) is not None:
             out.put(("profiles", name, key), data[key], doc.where((key,)))

@@ -45,7 +45,10 @@ def search_path(explicit: Iterable[str | os.PathLike] = ()) -> list[tuple[Path, 
     Implicit locations are skipped when absent; explicit ones must exist.
     """
     found: list[tuple[Path, str]] = [(DEFAULTS_FILE, "default")]
-    for path, role in ((Path.home() / ".casa" / "config.yaml", "casa"), (Path.cwd() / "config.yaml", "cwd")):
+    for path, role in (
+        (Path.home() / ".casa" / "config.yaml", "casa"),
+        (Path.cwd() / "config.yaml", "cwd"),
+    ):
         if path.is_file():
             found.append((path, role))
     for item in os.environ.get("PIPEJUPYTER_CONFIG", "").split(os.pathsep):
@@ -69,7 +72,9 @@ class Config:
         self.files: list[ConfigFile] = []
 
     # -- building -------------------------------------------------------------
-    def merge(self, tree: Mapping[str, Any], origin: Mapping[KeyPath, str], label: str | None = None) -> None:
+    def merge(
+        self, tree: Mapping[str, Any], origin: Mapping[KeyPath, str], label: str | None = None
+    ) -> None:
         _deep_merge(self.tree, tree, (), self.origin, origin, label)
 
     def override(self, assignment: str, profile: str | None = None) -> None:
@@ -198,7 +203,9 @@ class Config:
         out: dict[str, Any] = {"profile": name, **body}
         if origin:
             out["origin"] = {
-                ".".join(p[2:]): s for p, s in self.origin.items() if p[:2] == ("profiles", name) and len(p) > 2
+                ".".join(p[2:]): s
+                for p, s in self.origin.items()
+                if p[:2] == ("profiles", name) and len(p) > 2
             }
         return out
 
@@ -208,7 +215,9 @@ def _apply_sizing_arguments(spec: ClusterSpec, workers, adapt) -> None:
         raise ConfigError("give either a worker count or an adapt range, not both", source=ARGUMENT)
     if workers is not None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
-            raise ConfigError(f"workers must be an integer >= 0, got {workers!r}", source=ARGUMENT, key="workers")
+            raise ConfigError(
+                f"workers must be an integer >= 0, got {workers!r}", source=ARGUMENT, key="workers"
+            )
         spec.workers = workers
         spec.adapt_kwargs = None  # an explicit count wins over configured adaptivity
         spec.origin["workers"] = ARGUMENT
@@ -219,14 +228,20 @@ def _apply_sizing_arguments(spec: ClusterSpec, workers, adapt) -> None:
             try:
                 minimum, maximum = adapt
             except (TypeError, ValueError):
-                raise ConfigError(f"adapt must be (minimum, maximum), got {adapt!r}", source=ARGUMENT) from None
+                raise ConfigError(
+                    f"adapt must be (minimum, maximum), got {adapt!r}", source=ARGUMENT
+                ) from None
         for label, value in (("minimum", minimum), ("maximum", maximum)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(
-                    f"adapt {label} must be an integer >= 0, got {value!r}", source=ARGUMENT, key=f"adapt.{label}"
+                    f"adapt {label} must be an integer >= 0, got {value!r}",
+                    source=ARGUMENT,
+                    key=f"adapt.{label}",
                 )
         if minimum > maximum:
-            raise ConfigError(f"adapt minimum {minimum} is above maximum {maximum}", source=ARGUMENT, key="adapt")
+            raise ConfigError(
+                f"adapt minimum {minimum} is above maximum {maximum}", source=ARGUMENT, key="adapt"
+            )
         spec.adapt_kwargs = {"minimum": minimum, "maximum": maximum}
         spec.origin["adapt_kwargs"] = ARGUMENT
 
@@ -237,7 +252,11 @@ def _merge_env(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, A
     redact = list(base.get("redact") or [])
     redact += [p for p in extra.get("redact") or [] if p not in redact]
     values = {**(base.get("set") or {}), **(extra.get("set") or {})}
-    return {"pass": passed, "set": {k: "" if v is None else str(v) for k, v in values.items()}, "redact": redact}
+    return {
+        "pass": passed,
+        "set": {k: "" if v is None else str(v) for k, v in values.items()},
+        "redact": redact,
+    }
 
 
 def _merged(base: Any, extra: Any) -> dict[str, Any]:
@@ -253,7 +272,9 @@ def _mark_all(origin: dict, path: KeyPath, value: Any, source: str) -> None:
             _mark_all(origin, (*path, k), v, source)
 
 
-def _deep_merge(dst: dict, src: Mapping, path: KeyPath, dst_origin: dict, src_origin: Mapping, label) -> None:
+def _deep_merge(
+    dst: dict, src: Mapping, path: KeyPath, dst_origin: dict, src_origin: Mapping, label
+) -> None:
     for key, value in src.items():
         here = (*path, key)
         if isinstance(value, dict) and isinstance(dst.get(key), dict):

@@ -40,7 +40,8 @@ class Field:
             text = {
                 "str": "a string",
                 "int": "an integer" + (f" >= {self.minimum:g}" if self.minimum is not None else ""),
-                "number": "a number" + (f" >= {self.minimum:g}" if self.minimum is not None else ""),
+                "number": "a number"
+                + (f" >= {self.minimum:g}" if self.minimum is not None else ""),
                 "bool": "true or false",
                 "str-list": "a list of strings",
                 "str-map": "a mapping of names to strings",
@@ -86,7 +87,11 @@ def validate(value: Any, spec: Field, path: tuple[str, ...], where: Where) -> No
             raise _type_error(path, where, spec, value)
     elif kind == "enum":
         if value not in spec.values:
-            hint = did_you_mean(value, [str(v) for v in spec.values]) if isinstance(value, str) else None
+            hint = (
+                did_you_mean(value, [str(v) for v in spec.values])
+                if isinstance(value, str)
+                else None
+            )
             raise ConfigError(
                 f"{value!r} is not allowed",
                 source=where(path),

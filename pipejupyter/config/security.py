@@ -22,7 +22,11 @@ def security_form(value: Any, *, source: str | None = None, key: str = "security
         return None
     if value in (True, "tls"):
         return "tls"
-    if isinstance(value, dict) and set(value) <= {"ca_file", "cert", "key"} and {"ca_file", "cert"} <= set(value):
+    if (
+        isinstance(value, dict)
+        and set(value) <= {"ca_file", "cert", "key"}
+        and {"ca_file", "cert"} <= set(value)
+    ):
         return "files"
     raise ConfigError(f"cannot use security {value!r}", source=source, key=key, accepted=ACCEPTED)
 
@@ -36,5 +40,7 @@ def check_security(spec, backend) -> None:
     accepted = ", ".join(["null", *(FORMS[f] for f in backend.security_forms)])
     raise ConfigError(
         f"the {backend.name} backend cannot use security {FORMS[form]}: {backend.security_note}",
-        source=spec.origin_of("security"), key=key, accepted=accepted,
+        source=spec.origin_of("security"),
+        key=key,
+        accepted=accepted,
     )

@@ -12,7 +12,15 @@ from typing import Any
 
 from pipejupyter.environment.variables import matches_any
 
-SECRET_WORDS: tuple[str, ...] = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "PRIVATE")
+SECRET_WORDS: tuple[str, ...] = (
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "KEY",
+    "CREDENTIAL",
+    "PRIVATE",
+)
 REDACTED = "********"
 
 
@@ -23,7 +31,10 @@ def is_secret(name: str, extra: Iterable[str] = ()) -> bool:
 
 def redact_mapping(values: Mapping[str, Any], extra: Iterable[str] = ()) -> dict[str, Any]:
     extra = tuple(extra)
-    return {k: (REDACTED if is_secret(str(k), extra) and v not in (None, "") else v) for k, v in values.items()}
+    return {
+        k: (REDACTED if is_secret(str(k), extra) and v not in (None, "") else v)
+        for k, v in values.items()
+    }
 
 
 def redact_tree(value: Any, extra: Iterable[str] = ()) -> Any:
@@ -35,7 +46,10 @@ def redact_tree(value: Any, extra: Iterable[str] = ()) -> Any:
     if isinstance(value, Mapping):
         return {
             k: REDACTED
-            if is_secret(str(k), extra) and not str(k).lower().endswith("_env") and v not in (None, "") and not isinstance(v, Mapping)
+            if is_secret(str(k), extra)
+            and not str(k).lower().endswith("_env")
+            and v not in (None, "")
+            and not isinstance(v, Mapping)
             else redact_tree(v, extra)
             for k, v in value.items()
         }
@@ -47,7 +61,9 @@ def redact_tree(value: Any, extra: Iterable[str] = ()) -> Any:
 def secret_values(values: Mapping[str, Any], extra: Iterable[str] = ()) -> list[str]:
     """The values that must never be shown (at least 4 characters, to avoid noise)."""
     extra = tuple(extra)
-    return [str(v) for k, v in values.items() if is_secret(str(k), extra) and v and len(str(v)) >= 4]
+    return [
+        str(v) for k, v in values.items() if is_secret(str(k), extra) and v and len(str(v)) >= 4
+    ]
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:

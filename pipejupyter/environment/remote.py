@@ -23,13 +23,28 @@ from pipejupyter.environment.redaction import is_secret
 from pipejupyter.environment.workers import WorkerEnvironment
 
 MACHINE_LOCAL = (
-    "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX",
-    "HOME", "PWD", "OLDPWD", "TMPDIR", "SHELL", "HOSTNAME", "USER", "LOGNAME", "_",
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "HOME",
+    "PWD",
+    "OLDPWD",
+    "TMPDIR",
+    "SHELL",
+    "HOSTNAME",
+    "USER",
+    "LOGNAME",
+    "_",
 )
 GLOB_CHARS = set("*?[")
 
 
-def remote_environment(env: WorkerEnvironment, patterns: Iterable[str], where: str) -> tuple[dict[str, str], list[str]]:
+def remote_environment(
+    env: WorkerEnvironment, patterns: Iterable[str], where: str
+) -> tuple[dict[str, str], list[str]]:
     """``(variables to send, notes)`` for workers of ``where`` (e.g. "gateway")."""
     explicit = set(env.explicit)
     named = {p for p in patterns if not GLOB_CHARS & set(p)}

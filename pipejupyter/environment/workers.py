@@ -37,7 +37,9 @@ class WorkerEnvironment:
         """One line saying what sanitization did, for the magic and the CLI."""
         parts = []
         if self.removed_mpi:
-            parts.append(f"removed {len(self.removed_mpi)} MPI launch variables ({_sample(self.removed_mpi)})")
+            parts.append(
+                f"removed {len(self.removed_mpi)} MPI launch variables ({_sample(self.removed_mpi)})"
+            )
         if self.removed_slurm:
             parts.append(
                 f"removed {len(self.removed_slurm)} variables of the enclosing SLURM job from submissions "
@@ -52,7 +54,9 @@ def _sample(names: list[str], n: int = 3) -> str:
 
 
 def worker_environment(
-    env: Mapping[str, Any] | None, mpi: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    env: Mapping[str, Any] | None,
+    mpi: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> WorkerEnvironment:
     """Resolve a profile's ``env`` (pass / set / redact) against this process's environment."""
     environ = os.environ if environ is None else environ

@@ -34,7 +34,9 @@ def release_failed_client(exc: BaseException) -> None:
                 seen.add(id(candidate))
                 with contextlib.suppress(Exception):
                     candidate.close(timeout=2)
-                with contextlib.suppress(Exception):  # close() gives up before this when it times out
+                with contextlib.suppress(
+                    Exception
+                ):  # close() gives up before this when it times out
                     candidate._loop_runner.stop()
             tb = tb.tb_next
         traceback.clear_frames(current.__traceback__)

@@ -31,7 +31,9 @@ def runtime_dir() -> Path:
 
         base = Path(jupyter_runtime_dir())
     except ImportError:  # jupyter_core is optional for plain scripts
-        base = Path(os.environ.get("JUPYTER_RUNTIME_DIR") or Path.home() / ".local/share/jupyter/runtime")
+        base = Path(
+            os.environ.get("JUPYTER_RUNTIME_DIR") or Path.home() / ".local/share/jupyter/runtime"
+        )
     return base / "pipejupyter"
 
 
@@ -68,6 +70,7 @@ def owner_alive(owner: dict[str, Any]) -> bool:
     if owner.get("host") != socket.gethostname():
         return True
     return pid_alive(owner.get("pid"))
+
 
 def scheduler_reachable(address: str | None, timeout: float = 0.5) -> bool:
     """A cheap TCP connect to the scheduler (no Dask handshake)."""

@@ -62,7 +62,9 @@ class ClusterHandle:
         self.owner = owner or owner_identity("script")
         self._on_teardown = on_teardown
         self._dashboard: str | None = None
-        self._secrets = secret_values(backend.env.variables, backend.env.redact) if backend.env else []
+        self._secrets = (
+            secret_values(backend.env.variables, backend.env.redact) if backend.env else []
+        )
         self._secrets += backend.secret_values()
 
     # -- reading ------------------------------------------------------------------
@@ -83,7 +85,11 @@ class ClusterHandle:
     def model(self, timeout: float = 2.0) -> dict[str, Any]:
         """The JSON model (docs/wire-format.md). A scheduler that does not answer is 'lost'."""
         rows: list[dict[str, Any]] = []
-        if self.client is not None and self.status in (ClusterStatus.RUNNING, ClusterStatus.LOST, ClusterStatus.STARTING):
+        if self.client is not None and self.status in (
+            ClusterStatus.RUNNING,
+            ClusterStatus.LOST,
+            ClusterStatus.STARTING,
+        ):
             try:
                 identity = self._identity(timeout)
             except Exception as exc:  # any failure to reach the scheduler means lost, not a crash
@@ -154,7 +160,9 @@ class ClusterHandle:
     # -- driving ------------------------------------------------------------------
     def _require_owned(self, action: str) -> None:
         if not self.owned:
-            raise NotOwned(f"cannot {action} {self.name!r}: it was connected, not started, by this process")
+            raise NotOwned(
+                f"cannot {action} {self.name!r}: it was connected, not started, by this process"
+            )
         if self.status in (ClusterStatus.STOPPED, ClusterStatus.STOPPING, ClusterStatus.FAILED):
             raise ClusterError(f"cannot {action} {self.name!r}: it is {self.status}")
 
@@ -188,13 +196,17 @@ class ClusterHandle:
             pending = [w for w in model["worker_info"] if w["status"] == "pending"]
             detail = ""
             if pending:
-                states = ", ".join(f"{w['name']}: {w.get('job_state') or 'pending'}" for w in pending[:5])
+                states = ", ".join(
+                    f"{w['name']}: {w.get('job_state') or 'pending'}" for w in pending[:5]
+                )
                 detail = f"; still waiting for {states}"
             raise ClusterError(
                 f"only {model['workers']} of {n} workers connected within {timeout:g} s{detail}"
             ) from None
 
-    def logs(self, worker: str | None = None, *, scheduler: bool = False, lines: int | None = 50) -> dict[str, list[str]]:
+    def logs(
+        self, worker: str | None = None, *, scheduler: bool = False, lines: int | None = 50
+    ) -> dict[str, list[str]]:
         """Recent log lines by source (``scheduler``, worker name, job output files)."""
         if self.client is None:
             raise ClusterError(f"{self.name!r} has no client (status {self.status})")
@@ -207,11 +219,15 @@ class ClusterHandle:
             addresses = {w["address"]: w["name"] for w in model["worker_info"] if w["address"]}
             wanted = [a for a, nm in addresses.items() if worker in (None, a, nm)]
             if worker and not wanted and not any(w["name"] == worker for w in model["worker_info"]):
-                raise UnknownCluster(f"no worker {worker!r}; workers: {', '.join(addresses.values()) or 'none'}")
+                raise UnknownCluster(
+                    f"no worker {worker!r}; workers: {', '.join(addresses.values()) or 'none'}"
+                )
             if wanted:
                 got = self.client.get_worker_logs(n=n, workers=wanted)
                 for address, entries in got.items():
-                    out[f"worker {addresses.get(address, address)}"] = [f"{lvl} {msg}" for lvl, msg in entries]
+                    out[f"worker {addresses.get(address, address)}"] = [
+                        f"{lvl} {msg}" for lvl, msg in entries
+                    ]
             if self.owned:
                 for source, text in self.backend.logs(self.client, lines).items():
                     if worker in (None, source) or (worker and worker in source):

@@ -166,7 +166,9 @@ class ClusterManager:
 
     def __init__(self, owner_kind: str = "script") -> None:
         if owner_kind not in OWNER_KINDS:
-            raise ValueError(f"owner_kind must be one of {', '.join(OWNER_KINDS)}, got {owner_kind!r}")
+            raise ValueError(
+                f"owner_kind must be one of {', '.join(OWNER_KINDS)}, got {owner_kind!r}"
+            )
         self.owner_kind = owner_kind
         self._handles: dict[str, ClusterHandle] = {}
         self._lock = threading.RLock()
@@ -225,7 +227,9 @@ class ClusterManager:
                         backend.scale(spec.workers)
             handle.publish()
             if wait:
-                target = handle.adapt_range["minimum"] if handle.adapt_range else (spec.workers or 0)
+                target = (
+                    handle.adapt_range["minimum"] if handle.adapt_range else (spec.workers or 0)
+                )
                 handle.wait_for_workers(target if backend.owns_cluster else 0, timeout)
             handle.status = ClusterStatus.RUNNING
             handle.publish()
@@ -262,12 +266,18 @@ class ClusterManager:
             backend = backend_cls.attach(target, env)
             label = backend.spec.profile or backend_cls.name
             handle = self._new_handle(
-                backend.spec, backend, name or self._unique_name(label), owned=False, label=backend_cls.name
+                backend.spec,
+                backend,
+                name or self._unique_name(label),
+                owned=False,
+                label=backend_cls.name,
             )
             return self._finish_connect(handle, set_default, timeout)
         if scheme is None and not _looks_like_host_port(target):
             return self._connect_record(target, name, set_default, timeout)
-        return self._connect_address(target, name or "connected", "address", None, set_default, timeout)
+        return self._connect_address(
+            target, name or "connected", "address", None, set_default, timeout
+        )
 
     def _connect_record(
         self, key: str, name: str | None, set_default: bool, timeout: float
@@ -374,12 +384,16 @@ class ClusterManager:
         with self._lock:
             return list(self._handles.values())
 
-    def list_clusters(self, *, discovered: bool = True, timeout: float = 2.0) -> list[dict[str, Any]]:
+    def list_clusters(
+        self, *, discovered: bool = True, timeout: float = 2.0
+    ) -> list[dict[str, Any]]:
         """Models of this manager's clusters, then records of clusters other processes own."""
         own = [h.model(timeout=timeout) for h in self.clusters()]
         if not discovered:
             return own
-        seen = {m["id"] for m in own} | {m["scheduler_address"] for m in own if m["scheduler_address"]}
+        seen = {m["id"] for m in own} | {
+            m["scheduler_address"] for m in own if m["scheduler_address"]
+        }
         others = []
         for record in [*discovery.read_all(), *remote_records(timeout)]:
             if record["id"] in seen or record.get("scheduler_address") in seen:

@@ -41,7 +41,9 @@ class ClusterWidget:
     ``model`` is the latest cluster model shown; ``view`` is the ipywidgets box.
     """
 
-    def __init__(self, handle, *, interval: float = 1.5, rpc_timeout: float = 1.0, live: bool = True) -> None:
+    def __init__(
+        self, handle, *, interval: float = 1.5, rpc_timeout: float = 1.0, live: bool = True
+    ) -> None:
         import ipywidgets as w
 
         self.handle = handle
@@ -58,21 +60,46 @@ class ClusterWidget:
         count = self.model.get("workers", 0) + self.model.get("pending", 0)
         adapt = self.model.get("adapt") or {}
         narrow = w.Layout(width="150px")
-        self.workers_input = w.BoundedIntText(value=count, min=0, max=100_000, description="workers", layout=narrow)
+        self.workers_input = w.BoundedIntText(
+            value=count, min=0, max=100_000, description="workers", layout=narrow
+        )
         self.scale_button = w.Button(description="Scale", tooltip="set the number of workers")
-        self.minimum_input = w.BoundedIntText(value=adapt.get("minimum", 0), min=0, max=100_000, description="min", layout=narrow)
-        self.maximum_input = w.BoundedIntText(value=adapt.get("maximum", max(count, 1)), min=0, max=100_000, description="max", layout=narrow)
-        self.adapt_button = w.Button(description="Adapt", tooltip="let Dask choose between min and max workers")
+        self.minimum_input = w.BoundedIntText(
+            value=adapt.get("minimum", 0), min=0, max=100_000, description="min", layout=narrow
+        )
+        self.maximum_input = w.BoundedIntText(
+            value=adapt.get("maximum", max(count, 1)),
+            min=0,
+            max=100_000,
+            description="max",
+            layout=narrow,
+        )
+        self.adapt_button = w.Button(
+            description="Adapt", tooltip="let Dask choose between min and max workers"
+        )
         self.stop_button = w.Button(
             description="Stop" if handle.owned else "Disconnect",
             button_style="danger" if handle.owned else "",
-            tooltip="stop the cluster" if handle.owned else "close this kernel's client; the cluster keeps running",
+            tooltip="stop the cluster"
+            if handle.owned
+            else "close this kernel's client; the cluster keeps running",
         )
         self.message = w.HTML()
         self.scale_button.on_click(lambda _: self.scale(self.workers_input.value))
-        self.adapt_button.on_click(lambda _: self.adapt(self.minimum_input.value, self.maximum_input.value))
+        self.adapt_button.on_click(
+            lambda _: self.adapt(self.minimum_input.value, self.maximum_input.value)
+        )
         self.stop_button.on_click(lambda _: self.stop())
-        controls = w.HBox([self.workers_input, self.scale_button, self.minimum_input, self.maximum_input, self.adapt_button, self.stop_button])
+        controls = w.HBox(
+            [
+                self.workers_input,
+                self.scale_button,
+                self.minimum_input,
+                self.maximum_input,
+                self.adapt_button,
+                self.stop_button,
+            ]
+        )
         self.view = w.VBox([self.header, self.table, controls, self.message])
         self._show(self.model)
         if not handle.owned:
@@ -117,7 +144,13 @@ class ClusterWidget:
         if self.table.value != table:
             self.table.value = table
         inactive = model.get("status") in INACTIVE
-        for control in (self.workers_input, self.scale_button, self.minimum_input, self.maximum_input, self.adapt_button):
+        for control in (
+            self.workers_input,
+            self.scale_button,
+            self.minimum_input,
+            self.maximum_input,
+            self.adapt_button,
+        ):
             control.disabled = inactive or not self.handle.owned
         self.stop_button.disabled = inactive
 
@@ -143,7 +176,10 @@ class ClusterWidget:
         return self._act(lambda: self.handle.scale(int(n)), f"asked for {n} workers")
 
     def adapt(self, minimum: int, maximum: int) -> bool:
-        return self._act(lambda: self.handle.adapt(int(minimum), int(maximum)), f"adaptive between {minimum} and {maximum} workers")
+        return self._act(
+            lambda: self.handle.adapt(int(minimum), int(maximum)),
+            f"adaptive between {minimum} and {maximum} workers",
+        )
 
     def stop(self) -> bool:
         done = self._act(self.handle.stop, "stopped" if self.handle.owned else "disconnected")
@@ -199,9 +235,17 @@ class ClusterWidget:
 
     def _all_widgets(self) -> list[Any]:
         return [
-            self.header, self.table, self.workers_input, self.scale_button, self.minimum_input,
-            self.maximum_input, self.adapt_button, self.stop_button, self.message,
-            *self.view.children, self.view,
+            self.header,
+            self.table,
+            self.workers_input,
+            self.scale_button,
+            self.minimum_input,
+            self.maximum_input,
+            self.adapt_button,
+            self.stop_button,
+            self.message,
+            *self.view.children,
+            self.view,
         ]
 
     # -- display ------------------------------------------------------------------------
@@ -231,7 +275,10 @@ def widget_for(handle, **kwargs: Any) -> ClusterWidget:
 
 
 def static_bundle(model: dict[str, Any]) -> dict[str, str]:
-    return {"text/plain": html_views.cluster_text(model), "text/html": html_views.cluster_html(model)}
+    return {
+        "text/plain": html_views.cluster_text(model),
+        "text/html": html_views.cluster_html(model),
+    }
 
 
 def handle_mimebundle(handle) -> dict[str, Any]:

@@ -48,26 +48,79 @@ def _overrides(args: argparse.Namespace) -> list[str] | None:
 
 
 # Config options shared by start, profiles, config and env (same flags as the CLI).
-_file_option = arg("-f", "--file", dest="files", action="append", default=[], metavar="FILE", help="an explicit config file (repeatable)")
-_set_option = arg("--set", dest="overrides", action="append", default=[], type=assignment, metavar="KEY=VALUE", help="override one config key, e.g. cluster_kwargs.memory=4GiB (repeatable)")
+_file_option = arg(
+    "-f",
+    "--file",
+    dest="files",
+    action="append",
+    default=[],
+    metavar="FILE",
+    help="an explicit config file (repeatable)",
+)
+_set_option = arg(
+    "--set",
+    dest="overrides",
+    action="append",
+    default=[],
+    type=assignment,
+    metavar="KEY=VALUE",
+    help="override one config key, e.g. cluster_kwargs.memory=4GiB (repeatable)",
+)
 
 
-@subcommand("start", "start a cluster from a profile; returns its handle and makes its Client the default")
-@arg("profile", nargs="?", metavar="PROFILE", complete=PROFILE, help="profile name (default: the configured default)")
+@subcommand(
+    "start", "start a cluster from a profile; returns its handle and makes its Client the default"
+)
+@arg(
+    "profile",
+    nargs="?",
+    metavar="PROFILE",
+    complete=PROFILE,
+    help="profile name (default: the configured default)",
+)
 @arg("-n", "--workers", type=nonnegative_int, metavar="N", group="size", help="number of workers")
-@arg("--adapt", type=adapt_range, metavar="MIN:MAX", group="size", help="adaptive between MIN and MAX workers")
+@arg(
+    "--adapt",
+    type=adapt_range,
+    metavar="MIN:MAX",
+    group="size",
+    help="adaptive between MIN and MAX workers",
+)
 @_file_option
 @_set_option
-@arg("--name", metavar="NAME", help="name of the cluster in this kernel (default: the profile name)")
-@arg("--no-wait", dest="wait", action="store_false", help="return at once; workers join as they start")
-@arg("--timeout", type=positive_float, metavar="S", help="seconds to wait for the workers (default: the profile's wait_timeout or 120)")
-@arg("--dry-run", action="store_true", help="show the resolved spec (and a batch backend's job script); start nothing")
+@arg(
+    "--name", metavar="NAME", help="name of the cluster in this kernel (default: the profile name)"
+)
+@arg(
+    "--no-wait",
+    dest="wait",
+    action="store_false",
+    help="return at once; workers join as they start",
+)
+@arg(
+    "--timeout",
+    type=positive_float,
+    metavar="S",
+    help="seconds to wait for the workers (default: the profile's wait_timeout or 120)",
+)
+@arg(
+    "--dry-run",
+    action="store_true",
+    help="show the resolved spec (and a batch backend's job script); start nothing",
+)
 def start(args: argparse.Namespace, shell: Any):
-    sizing = {"workers": args.workers, "adapt": args.adapt, "config": _files(args), "overrides": _overrides(args)}
+    sizing = {
+        "workers": args.workers,
+        "adapt": args.adapt,
+        "config": _files(args),
+        "overrides": _overrides(args),
+    }
     if args.dry_run:
         print(manager.dry_run(args.profile, **sizing), end="")
         return None
-    handle = manager.start(args.profile, name=args.name, wait=args.wait, timeout=args.timeout, **sizing)
+    handle = manager.start(
+        args.profile, name=args.name, wait=args.wait, timeout=args.timeout, **sizing
+    )
     print(text.started_line(handle, handle.model(), verb="started"))
     summary = handle.backend.env.summary() if handle.backend.env else ""
     if summary:
@@ -75,10 +128,23 @@ def start(args: argparse.Namespace, shell: Any):
     return handle
 
 
-@subcommand("connect", "attach to a running cluster; returns its handle and makes its Client the default")
-@arg("target", metavar="ADDRESS|ID", complete=DISCOVERED, help="a scheduler address (tcp://host:port) or the id or name of a discovered cluster")
+@subcommand(
+    "connect", "attach to a running cluster; returns its handle and makes its Client the default"
+)
+@arg(
+    "target",
+    metavar="ADDRESS|ID",
+    complete=DISCOVERED,
+    help="a scheduler address (tcp://host:port) or the id or name of a discovered cluster",
+)
 @arg("--name", metavar="NAME", help="name of the cluster in this kernel")
-@arg("--timeout", type=positive_float, default=10.0, metavar="S", help="seconds to wait for the scheduler (default: 10)")
+@arg(
+    "--timeout",
+    type=positive_float,
+    default=10.0,
+    metavar="S",
+    help="seconds to wait for the scheduler (default: 10)",
+)
 def connect(args: argparse.Namespace, shell: Any):
     handle = manager.connect(args.target, name=args.name, timeout=args.timeout)
     print(text.started_line(handle, handle.model(), verb="connected to"))
@@ -86,7 +152,13 @@ def connect(args: argparse.Namespace, shell: Any):
 
 
 @subcommand("status", "the live widget of a cluster (a bare %pipecluster does the same)")
-@arg("name", nargs="?", metavar="NAME", complete=CLUSTER, help="cluster name or id (default: the most recent)")
+@arg(
+    "name",
+    nargs="?",
+    metavar="NAME",
+    complete=CLUSTER,
+    help="cluster name or id (default: the most recent)",
+)
 def status(args: argparse.Namespace, shell: Any):
     if args.name is None and not _live():
         print(text.no_cluster_hint(_profile_names()))
@@ -97,7 +169,13 @@ def status(args: argparse.Namespace, shell: Any):
 
 @subcommand("scale", "set the number of workers (turns adaptivity off)")
 @arg("n", type=nonnegative_int, metavar="N", help="number of workers")
-@arg("name", nargs="?", metavar="NAME", complete=CLUSTER, help="cluster name or id (default: the most recent)")
+@arg(
+    "name",
+    nargs="?",
+    metavar="NAME",
+    complete=CLUSTER,
+    help="cluster name or id (default: the most recent)",
+)
 def scale(args: argparse.Namespace, shell: Any):
     handle = manager.get(args.name)
     handle.scale(args.n)
@@ -107,7 +185,13 @@ def scale(args: argparse.Namespace, shell: Any):
 @subcommand("adapt", "let Dask add and remove workers between MIN and MAX")
 @arg("minimum", type=nonnegative_int, metavar="MIN", help="fewest workers")
 @arg("maximum", type=nonnegative_int, metavar="MAX", help="most workers")
-@arg("name", nargs="?", metavar="NAME", complete=CLUSTER, help="cluster name or id (default: the most recent)")
+@arg(
+    "name",
+    nargs="?",
+    metavar="NAME",
+    complete=CLUSTER,
+    help="cluster name or id (default: the most recent)",
+)
 def adapt(args: argparse.Namespace, shell: Any):
     handle = manager.get(args.name)
     handle.adapt(args.minimum, args.maximum)
@@ -115,7 +199,13 @@ def adapt(args: argparse.Namespace, shell: Any):
 
 
 @subcommand("stop", "stop a cluster (one that was only connected is disconnected)")
-@arg("name", nargs="?", metavar="NAME", complete=CLUSTER, help="cluster name or id (default: the most recent)")
+@arg(
+    "name",
+    nargs="?",
+    metavar="NAME",
+    complete=CLUSTER,
+    help="cluster name or id (default: the most recent)",
+)
 @arg("--all", action="store_true", help="every cluster of this kernel (not with NAME)")
 def stop(args: argparse.Namespace, shell: Any):
     # Not an argparse exclusive group: Python 3.11's usage formatter fails on a group
@@ -155,8 +245,18 @@ def profiles(args: argparse.Namespace, shell: Any):
 
 
 @subcommand("config", "the merged configuration of a profile")
-@arg("profile", nargs="?", metavar="PROFILE", complete=PROFILE, help="profile name (default: the configured default)")
-@arg("--origin", action="store_true", help="show where each value came from (file:line, default, override)")
+@arg(
+    "profile",
+    nargs="?",
+    metavar="PROFILE",
+    complete=PROFILE,
+    help="profile name (default: the configured default)",
+)
+@arg(
+    "--origin",
+    action="store_true",
+    help="show where each value came from (file:line, default, override)",
+)
 @_file_option
 @_set_option
 def config(args: argparse.Namespace, shell: Any):
@@ -166,7 +266,13 @@ def config(args: argparse.Namespace, shell: Any):
 
 
 @subcommand("env", "exactly what workers will receive (secrets redacted) and what was sanitized")
-@arg("profile", nargs="?", metavar="PROFILE", complete=PROFILE, help="profile name (default: the configured default)")
+@arg(
+    "profile",
+    nargs="?",
+    metavar="PROFILE",
+    complete=PROFILE,
+    help="profile name (default: the configured default)",
+)
 @_file_option
 @_set_option
 def env(args: argparse.Namespace, shell: Any):
@@ -175,17 +281,40 @@ def env(args: argparse.Namespace, shell: Any):
 
 
 @subcommand("logs", "recent log lines of the workers, the scheduler or the batch jobs")
-@arg("worker", nargs="?", metavar="WORKER", help="one worker's name or address (default: every worker)")
+@arg(
+    "worker",
+    nargs="?",
+    metavar="WORKER",
+    help="one worker's name or address (default: every worker)",
+)
 @arg("--scheduler", action="store_true", help="the scheduler's log instead")
-@arg("-n", "--lines", type=positive_int, default=20, metavar="LINES", help="lines per source (default: 20)")
-@arg("--cluster", metavar="NAME", complete=CLUSTER, help="cluster name or id (default: the most recent)")
+@arg(
+    "-n",
+    "--lines",
+    type=positive_int,
+    default=20,
+    metavar="LINES",
+    help="lines per source (default: 20)",
+)
+@arg(
+    "--cluster",
+    metavar="NAME",
+    complete=CLUSTER,
+    help="cluster name or id (default: the most recent)",
+)
 def logs(args: argparse.Namespace, shell: Any):
     handle = manager.get(args.cluster)
     print(text.logs_view(handle.logs(args.worker, scheduler=args.scheduler, lines=args.lines)))
 
 
 @subcommand("dashboard", "the Dask dashboard link of a cluster")
-@arg("name", nargs="?", metavar="NAME", complete=CLUSTER, help="cluster name or id (default: the most recent)")
+@arg(
+    "name",
+    nargs="?",
+    metavar="NAME",
+    complete=CLUSTER,
+    help="cluster name or id (default: the most recent)",
+)
 def dashboard(args: argparse.Namespace, shell: Any):
     from IPython.display import display
 
@@ -198,7 +327,9 @@ def dashboard(args: argparse.Namespace, shell: Any):
     return None
 
 
-@subcommand("stages", "pipeline stage runs recorded in this directory (.pipejupyter/context.sqlite)")
+@subcommand(
+    "stages", "pipeline stage runs recorded in this directory (.pipejupyter/context.sqlite)"
+)
 @arg("stage", nargs="?", metavar="STAGE", help="only this stage's runs")
 @arg("--items", action="store_true", help="with STAGE: every item's latest state")
 def stages(args: argparse.Namespace, shell: Any):
@@ -231,7 +362,9 @@ def _default_id() -> str | None:
     from distributed.client import _get_global_client
 
     client = _get_global_client()
-    return next((h.id for h in manager.clusters() if client is not None and h.client is client), None)
+    return next(
+        (h.id for h in manager.clusters() if client is not None and h.client is client), None
+    )
 
 
 def _profile_names() -> list[str]:

@@ -74,7 +74,9 @@ def totals_text(model: dict[str, Any]) -> str:
     if model.get("pending"):
         parts[0] += f" (+{model['pending']} pending)"
     parts.append(plural(model.get("cores", 0), "thread"))
-    parts.append(f"memory {format_bytes(model.get('memory_used'))} / {format_bytes(model.get('memory'))}")
+    parts.append(
+        f"memory {format_bytes(model.get('memory_used'))} / {format_bytes(model.get('memory'))}"
+    )
     parts.append(f"{model.get('tasks', 0)} tasks processing")
     adapt = model.get("adapt")
     if adapt:
@@ -111,7 +113,9 @@ def _memory_cell(used: int, limit: int) -> str:
 def _worker_status(row: dict[str, Any]) -> str:
     status = row.get("status")
     if row.get("job_id") or row.get("job_state"):
-        return f"{_e(status)} (job {_e(row.get('job_id') or '?')}: {_e(row.get('job_state') or '?')})"
+        return (
+            f"{_e(status)} (job {_e(row.get('job_id') or '?')}: {_e(row.get('job_state') or '?')})"
+        )
     return _e(status)
 
 
@@ -122,8 +126,12 @@ def workers_table_html(model: dict[str, Any], *, max_rows: int | None = MAX_ROWS
     head = "".join(
         f"<th {_RIGHT if right else _LEFT}>{label}</th>"
         for label, right in (
-            ("name", False), ("host", False), ("threads", True), ("memory used / limit", False),
-            ("processing", True), ("status", False),
+            ("name", False),
+            ("host", False),
+            ("threads", True),
+            ("memory used / limit", False),
+            ("processing", True),
+            ("status", False),
         )
     )
     body = [
@@ -136,10 +144,12 @@ def workers_table_html(model: dict[str, Any], *, max_rows: int | None = MAX_ROWS
     if not rows:
         body.append(f'<tr><td colspan="6" {_LEFT}><em>no workers</em></td></tr>')
     elif len(shown) < len(rows):
-        body.append(f'<tr><td colspan="6" {_LEFT}><em>and {len(rows) - len(shown)} more workers</em></td></tr>')
+        body.append(
+            f'<tr><td colspan="6" {_LEFT}><em>and {len(rows) - len(shown)} more workers</em></td></tr>'
+        )
     return (
         '<div style="max-height:320px;overflow-y:auto">'
-        f'<table {_TABLE_ATTRS}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        f"<table {_TABLE_ATTRS}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 
 

@@ -84,7 +84,13 @@ def complete(shell: Any, event: Any) -> list[str]:
         return []
     if current.startswith("-"):
         return [flag for a in command.arguments for flag in a.flags if flag.startswith("-")]
-    taking_value = {flag for a in command.arguments if a.flags[0].startswith("-") and a.kwargs.get("action") not in ("store_true", "store_false") for flag in a.flags}
+    taking_value = {
+        flag
+        for a in command.arguments
+        if a.flags[0].startswith("-")
+        and a.kwargs.get("action") not in ("store_true", "store_false")
+        for flag in a.flags
+    }
     index = 0
     previous = None
     for word in words[1:]:
@@ -101,13 +107,10 @@ def complete(shell: Any, event: Any) -> list[str]:
 def _candidates(kind: str | None) -> list[str]:
     try:
         if kind == parser.PROFILE:
-
             return load_config().profile_names
         if kind == parser.CLUSTER:
-
             return [h.name for h in clusters()]
         if kind == parser.DISCOVERED:
-
             records = discovery.read_all()
             return [r["id"] for r in records] + [r["name"] for r in records if r.get("name")]
         if kind == parser.SUBCOMMAND:

@@ -37,8 +37,12 @@ class HelpRequested(Exception):
 
 
 class _HelpAction(argparse.Action):
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
-        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
+    ):
+        super().__init__(
+            option_strings=option_strings, dest=dest, default=default, nargs=0, help=help
+        )
 
     def __call__(self, parser, namespace, values, option_string=None):
         raise HelpRequested(parser.format_help())
@@ -128,7 +132,11 @@ def subcommand(name: str, help: str, *, description: str = ""):
     """Register ``func(args, shell)`` as ``%pipecluster NAME``; a later registration replaces it."""
 
     def decorate(func):
-        register(Subcommand(name, help, func, list(func.__dict__.get("_pipecluster_arguments", [])), description))
+        register(
+            Subcommand(
+                name, help, func, list(func.__dict__.get("_pipecluster_arguments", [])), description
+            )
+        )
         return func
 
     return decorate
@@ -169,7 +177,11 @@ def parser() -> MagicArgumentParser:
         )
         for command in _REGISTRY.values():
             # argparse %-formats the help of each choice: a literal %pipecluster needs %%.
-            child = sub.add_parser(command.name, help=command.help.replace("%", "%%"), description=command.description or command.help)
+            child = sub.add_parser(
+                command.name,
+                help=command.help.replace("%", "%%"),
+                description=command.description or command.help,
+            )
             command.add_to(child)
         _parser_cache.append(root)
     return _parser_cache[0]
@@ -189,7 +201,9 @@ def split(line: str) -> list[str]:
     try:
         return arg_split(line, strict=True)
     except ValueError as exc:  # unbalanced quotes
-        raise UsageError(f"cannot split {line!r}: {exc}\n{parser().format_usage().strip()}") from None
+        raise UsageError(
+            f"cannot split {line!r}: {exc}\n{parser().format_usage().strip()}"
+        ) from None
 
 
 def parse(line: str) -> argparse.Namespace:
@@ -256,7 +270,9 @@ def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0, got {text!r}"
+        ) from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
     return value
@@ -269,7 +285,9 @@ def adapt_range(text: str) -> tuple[int, int]:
             raise ValueError
         low, high = nonnegative_int(minimum), nonnegative_int(maximum)
     except (ValueError, argparse.ArgumentTypeError):
-        raise argparse.ArgumentTypeError(f"expected MIN:MAX with integers >= 0, e.g. 1:4, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected MIN:MAX with integers >= 0, e.g. 1:4, got {text!r}"
+        ) from None
     if low > high:
         raise argparse.ArgumentTypeError(f"minimum {low} is above maximum {high} in {text!r}")
     return low, high
@@ -278,5 +296,7 @@ def adapt_range(text: str) -> tuple[int, int]:
 def assignment(text: str) -> str:
     key, sep, _ = text.partition("=")
     if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. cluster_kwargs.memory=4GiB, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE, e.g. cluster_kwargs.memory=4GiB, got {text!r}"
+        )
     return text

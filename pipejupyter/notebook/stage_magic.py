@@ -46,20 +46,68 @@ def _batch(text: str) -> str | int:
 def parser() -> MagicArgumentParser:
     # No -h option: --over takes everything up to the next option, and parse() looks for -h.
     p = MagicArgumentParser(
-        prog="%%pipestage", description="Run the cell as a pipeline stage on the current cluster.",
-        epilog=USAGE_EPILOG, prefix="%%pipestage: ", help_option=False,
+        prog="%%pipestage",
+        description="Run the cell as a pipeline stage on the current cluster.",
+        epilog=USAGE_EPILOG,
+        prefix="%%pipestage: ",
+        help_option=False,
     )
     p.add_argument("name", metavar="NAME", help="stage name (its results are kept under this name)")
-    p.add_argument("--over", metavar="EXPR", help="items: a Python expression (list, dict, glob pattern, glob(...), mapfile(...))")
-    p.add_argument("--as", dest="var", default="item", metavar="VAR", help="name the item is bound to in the cell (default: item)")
-    p.add_argument("-o", "--output", metavar="OUTPUT", help="variable that receives the results (in input order)")
-    p.add_argument("--retries", type=_nonnegative, default=0, metavar="N", help="extra attempts for an item that raised")
-    p.add_argument("--resources", action="append", default=[], metavar="K=V", help="Dask resources each item needs (repeatable, or K=V,K2=V2)")
-    p.add_argument("--per-worker", type=_positive, metavar="N", help="at most N items at once per worker (memory-heavy work)")
+    p.add_argument(
+        "--over",
+        metavar="EXPR",
+        help="items: a Python expression (list, dict, glob pattern, glob(...), mapfile(...))",
+    )
+    p.add_argument(
+        "--as",
+        dest="var",
+        default="item",
+        metavar="VAR",
+        help="name the item is bound to in the cell (default: item)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTPUT",
+        help="variable that receives the results (in input order)",
+    )
+    p.add_argument(
+        "--retries",
+        type=_nonnegative,
+        default=0,
+        metavar="N",
+        help="extra attempts for an item that raised",
+    )
+    p.add_argument(
+        "--resources",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="Dask resources each item needs (repeatable, or K=V,K2=V2)",
+    )
+    p.add_argument(
+        "--per-worker",
+        type=_positive,
+        metavar="N",
+        help="at most N items at once per worker (memory-heavy work)",
+    )
     p.add_argument("--rerun", action="store_true", help="recompute items that already succeeded")
-    p.add_argument("--batch", type=_batch, default="auto", metavar="auto|off|N", help="items per Dask task (default: auto)")
-    p.add_argument("--cluster", metavar="NAME", help="cluster of this kernel to use (default: the current one)")
-    p.add_argument("--progress", choices=("auto", "text", "widget", "none"), default="auto", help="how progress is shown")
+    p.add_argument(
+        "--batch",
+        type=_batch,
+        default="auto",
+        metavar="auto|off|N",
+        help="items per Dask task (default: auto)",
+    )
+    p.add_argument(
+        "--cluster", metavar="NAME", help="cluster of this kernel to use (default: the current one)"
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "text", "widget", "none"),
+        default="auto",
+        help="how progress is shown",
+    )
     return p
 
 
@@ -112,7 +160,9 @@ def _items(expression: str, namespace: dict[str, Any]) -> Any:
     try:
         return eval(expression, scope)  # the user's own expression, in their own namespace
     except Exception as exc:
-        raise UsageError(f"%%pipestage: --over {expression!r} failed: {type(exc).__name__}: {exc}") from None
+        raise UsageError(
+            f"%%pipestage: --over {expression!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def run_cell(shell: Any, line: str, cell: str) -> Any:
@@ -127,16 +177,28 @@ def run_cell(shell: Any, line: str, cell: str) -> Any:
     namespace = shell.user_ns
     items = _items(args.over, namespace) if args.over is not None else None
     try:
-        work = cell_work(shell.transform_cell(cell), namespace, name=args.name, item_var=args.var if args.over is not None else None)
+        work = cell_work(
+            shell.transform_cell(cell),
+            namespace,
+            name=args.name,
+            item_var=args.var if args.over is not None else None,
+        )
         client = None
         if args.cluster:
             from pipejupyter.lifecycle.manager import get
 
             client = get(args.cluster).client
         result = run_stage(
-            args.name, work, items, retries=args.retries, resources=parse_resources(args.resources),
-            per_worker=args.per_worker, rerun=args.rerun, batch=False if args.batch == "off" else args.batch,
-            client=client, progress=None if args.progress == "none" else args.progress,
+            args.name,
+            work,
+            items,
+            retries=args.retries,
+            resources=parse_resources(args.resources),
+            per_worker=args.per_worker,
+            rerun=args.rerun,
+            batch=False if args.batch == "off" else args.batch,
+            client=client,
+            progress=None if args.progress == "none" else args.progress,
         )
     except StageFailed as exc:
         if args.output:

@@ -30,7 +30,9 @@ class StageProgress(TextProgress):
         super().__init__(interval=WIDGET_INTERVAL)
         import ipywidgets as w
 
-        self.bar = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="40%"))
+        self.bar = w.IntProgress(
+            value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="40%")
+        )
         self.label = w.HTML()
         self.view = w.HBox([self.bar, self.label])
 
@@ -64,7 +66,13 @@ class StageProgress(TextProgress):
         self.label.value = f"<code>{escape(progress_text(self.stage, c))}</code>"
 
     def finish(self, result: StageResult) -> None:
-        self.counts = {**self.counts, **result.stats, "running": 0, "eta": None, "total": len(result)}
+        self.counts = {
+            **self.counts,
+            **result.stats,
+            "running": 0,
+            "eta": None,
+            "total": len(result),
+        }
         self._render()
         self.bar.bar_style = "danger" if result.failed else "success"
 

@@ -34,7 +34,10 @@ def no_cluster_hint(profiles: Iterable[str]) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -49,7 +52,17 @@ def cluster_table(records: list[Mapping[str, Any]], default_id: str | None) -> s
         workers = str(r["workers"]) if own else f"({r.get('workers_requested', '?')} asked)"
         where = "this kernel" if own else f"{owner.get('kind', '?')} pid {owner.get('pid', '?')}"
         mark = "*" if r["id"] == default_id else " "
-        rows.append([mark + r["id"], r.get("name", ""), r.get("backend", ""), str(r.get("status", "")), workers, r.get("scheduler_address") or "-", where])
+        rows.append(
+            [
+                mark + r["id"],
+                r.get("name", ""),
+                r.get("backend", ""),
+                str(r.get("status", "")),
+                workers,
+                r.get("scheduler_address") or "-",
+                where,
+            ]
+        )
     table = _table([" ID", "NAME", "BACKEND", "STATUS", "WORKERS", "SCHEDULER", "OWNER"], rows)
     return table + ("\n* its Client is the default Dask client" if default_id else "")
 
@@ -61,8 +74,20 @@ def profile_table(cfg: Any) -> str:
         mark = "*" if name == cfg.default_profile else " "
         workers = body.get("workers")
         adapt = body.get("adapt_kwargs")
-        size = f"adapt {adapt.get('minimum', '?')}-{adapt.get('maximum', '?')}" if isinstance(adapt, dict) else ("auto" if workers is None else str(workers))
-        rows.append([mark + name, str(body.get("backend") or body.get("cluster_class")), size, body.get("description", ""), cfg.where(("profiles", name))])
+        size = (
+            f"adapt {adapt.get('minimum', '?')}-{adapt.get('maximum', '?')}"
+            if isinstance(adapt, dict)
+            else ("auto" if workers is None else str(workers))
+        )
+        rows.append(
+            [
+                mark + name,
+                str(body.get("backend") or body.get("cluster_class")),
+                size,
+                body.get("description", ""),
+                cfg.where(("profiles", name)),
+            ]
+        )
     return _table([" PROFILE", "BACKEND", "WORKERS", "DESCRIPTION", "DEFINED IN"], rows)
 
 
@@ -70,7 +95,11 @@ def _redacted(value: Any, extra: tuple[str, ...]) -> Any:
     """Secrets by key name at any depth (gateway passwords, tokens in env.set...)."""
     if isinstance(value, Mapping):
         return {
-            k: REDACTED if is_secret(str(k), extra) and v not in (None, "", {}, []) and not isinstance(v, Mapping) else _redacted(v, extra)
+            k: REDACTED
+            if is_secret(str(k), extra)
+            and v not in (None, "", {}, [])
+            and not isinstance(v, Mapping)
+            else _redacted(v, extra)
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -85,7 +114,14 @@ def _scalar(value: Any) -> str:
     return dumped.strip()
 
 
-def annotated_yaml(data: Mapping[str, Any], origin: Callable[[str], str | None], *, prefix: str = "", parent: str | None = None, indent: int = 0) -> list[str]:
+def annotated_yaml(
+    data: Mapping[str, Any],
+    origin: Callable[[str], str | None],
+    *,
+    prefix: str = "",
+    parent: str | None = None,
+    indent: int = 0,
+) -> list[str]:
     """YAML lines with a ``# source`` comment wherever the source differs from the enclosing key's."""
     lines = []
     pad = "  " * indent
@@ -95,7 +131,9 @@ def annotated_yaml(data: Mapping[str, Any], origin: Callable[[str], str | None],
         note = f"  # {where}" if where != parent else ""
         if isinstance(value, Mapping) and value:
             lines.append(f"{pad}{key}:{note}")
-            lines += annotated_yaml(value, origin, prefix=f"{path}.", parent=where, indent=indent + 1)
+            lines += annotated_yaml(
+                value, origin, prefix=f"{path}.", parent=where, indent=indent + 1
+            )
         else:
             lines.append(f"{pad}{key}: {_scalar(value)}{note}")
     return lines
@@ -112,7 +150,9 @@ def config_view(cfg: Any, spec: Any, *, origin: bool) -> str:
         lines = ["# files read, lowest priority first:"]
         lines += [f"#   {f.path} [{f.role}; {', '.join(f.formats) or 'empty'}]" for f in cfg.files]
         defined = cfg.where(("profiles", spec.profile))
-        lines += annotated_yaml(data, lambda key: defined if key == "profile" else spec.origin_of(key))
+        lines += annotated_yaml(
+            data, lambda key: defined if key == "profile" else spec.origin_of(key)
+        )
         body = "\n".join(lines)
     return body + "".join(f"\n# note: {n}" for n in notes)
 
@@ -120,12 +160,20 @@ def config_view(cfg: Any, spec: Any, *, origin: bool) -> str:
 def env_view(profile: str, env: WorkerEnvironment) -> str:
     """``env``: every variable workers receive (redacted), then what sanitization removed."""
     variables = env.redacted()
-    lines = [f"# workers of profile {profile!r} receive {len(variables)} variables (secret values shown as {REDACTED})"]
+    lines = [
+        f"# workers of profile {profile!r} receive {len(variables)} variables (secret values shown as {REDACTED})"
+    ]
     lines += [f"{name}={value}" for name, value in variables.items()]
-    removed = ", ".join(env.removed_mpi) if env.removed_mpi else "none (this process was not started by an MPI launcher)"
+    removed = (
+        ", ".join(env.removed_mpi)
+        if env.removed_mpi
+        else "none (this process was not started by an MPI launcher)"
+    )
     lines.append(f"# MPI launch variables removed: {removed}")
     if env.removed_slurm:
-        lines.append(f"# removed from batch submissions (enclosing SLURM job): {', '.join(env.removed_slurm)}")
+        lines.append(
+            f"# removed from batch submissions (enclosing SLURM job): {', '.join(env.removed_slurm)}"
+        )
     if env.summary():
         lines.append(f"# {env.summary()}")
     return "\n".join(lines)

@@ -29,7 +29,9 @@ THREADS = 8
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     _skip_main_reimport()
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="pipejupyter")
-    service = ClusterService(ClusterManager("server"), owner_label=functools.partial(_kernel_label, serverapp))
+    service = ClusterService(
+        ClusterManager("server"), owner_label=functools.partial(_kernel_label, serverapp)
+    )
     serverapp.web_app.settings["pipejupyter_service"] = service
     setup_handlers(serverapp.web_app, service, executor)
     _on_shutdown(serverapp, functools.partial(_shutdown, serverapp, service, executor))
@@ -48,7 +50,11 @@ def _skip_main_reimport() -> None:
     """
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) or ""
-    if main is not None and getattr(main, "__spec__", None) is None and os.path.basename(path).startswith("jupyter"):
+    if (
+        main is not None
+        and getattr(main, "__spec__", None) is None
+        and os.path.basename(path).startswith("jupyter")
+    ):
         main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
 
 
@@ -89,6 +95,9 @@ def _kernel_label(serverapp: Any, owner: Mapping[str, Any]) -> str | None:
             provisioner = kernels.get_kernel(kernel_id).provisioner
         except (KeyError, AttributeError):
             continue
-        if getattr(provisioner, "pid", None) == pid or getattr(getattr(provisioner, "process", None), "pid", None) == pid:
+        if (
+            getattr(provisioner, "pid", None) == pid
+            or getattr(getattr(provisioner, "process", None), "pid", None) == pid
+        ):
             return f"kernel {kernel_id} of this server"
     return None

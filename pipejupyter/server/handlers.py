@@ -62,7 +62,9 @@ class _Handler(APIHandler):
         loop = asyncio.get_running_loop()
         import_on_main_thread()
         try:
-            result = await loop.run_in_executor(self.settings[EXECUTOR], functools.partial(call, *args))
+            result = await loop.run_in_executor(
+                self.settings[EXECUTOR], functools.partial(call, *args)
+            )
         except ServiceError as exc:
             self.set_status(exc.status)
             self.finish(json.dumps(exc.to_json()))
@@ -70,7 +72,15 @@ class _Handler(APIHandler):
         except Exception as exc:  # a bug: log it with its traceback, answer 500 with a message
             self.log.exception("pipejupyter: %s %s failed", self.request.method, self.request.path)
             self.set_status(500)
-            self.finish(json.dumps({"message": f"internal error: {type(exc).__name__}: {exc} (see the server log)", "key": None, "source": None}))
+            self.finish(
+                json.dumps(
+                    {
+                        "message": f"internal error: {type(exc).__name__}: {exc} (see the server log)",
+                        "key": None,
+                        "source": None,
+                    }
+                )
+            )
             return
         self.set_status(status)
         self.finish(None if status == 204 else json.dumps(result))
@@ -106,7 +116,9 @@ class ClusterHandler(_Handler):
         await self.respond(204, self.service.stop, cluster_id)
 
 
-def setup_handlers(web_app: tornado.web.Application, service: ClusterService, executor: Executor) -> None:
+def setup_handlers(
+    web_app: tornado.web.Application, service: ClusterService, executor: Executor
+) -> None:
     base = url_path_join(web_app.settings["base_url"], "pipejupyter")
     web_app.settings[SERVICE] = service
     web_app.settings[EXECUTOR] = executor

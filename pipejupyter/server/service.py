@@ -36,7 +36,9 @@ ADAPT_KEYS = ("minimum", "maximum")
 class ServiceError(PipejupyterError):
     """An error with its HTTP status; ``to_json()`` is the response body."""
 
-    def __init__(self, status: int, message: str, *, key: str | None = None, source: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, key: str | None = None, source: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.key = key
@@ -76,7 +78,9 @@ def decode_body(body: bytes | str | Mapping | None) -> dict[str, Any]:
     except ValueError as exc:
         raise ServiceError(400, f"the request body is not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ServiceError(400, f"the request body must be a JSON object, not {type(data).__name__}")
+        raise ServiceError(
+            400, f"the request body must be a JSON object, not {type(data).__name__}"
+        )
     return data
 
 
@@ -130,9 +134,13 @@ def parse_start(body: bytes | str | Mapping | None) -> dict[str, Any]:
     _check_keys(data, START_KEYS, "the request body")
     profile = data.get("profile")
     if profile is not None and (not isinstance(profile, str) or not profile.strip()):
-        raise ServiceError(400, f"profile must be a non-empty string, got {json.dumps(profile)}", key="profile")
+        raise ServiceError(
+            400, f"profile must be a non-empty string, got {json.dumps(profile)}", key="profile"
+        )
     overrides = data.get("overrides") or {}
-    if not isinstance(overrides, dict) or not all(isinstance(k, str) and k.strip() for k in overrides):
+    if not isinstance(overrides, dict) or not all(
+        isinstance(k, str) and k.strip() for k in overrides
+    ):
         raise ServiceError(400, 'overrides must be an object {"key.path": value}', key="overrides")
     return {"profile": profile, **_sizing(data, required=False), "overrides": overrides or None}
 
@@ -154,7 +162,10 @@ def profile_list(config: Any = None) -> dict[str, Any]:
         cfg = load_config(config)
     except PipejupyterError as exc:
         raise http_error(exc) from None
-    return {"default": cfg.default_profile, "profiles": [profile_model(cfg, name) for name in cfg.profile_names]}
+    return {
+        "default": cfg.default_profile,
+        "profiles": [profile_model(cfg, name) for name in cfg.profile_names],
+    }
 
 
 #: cluster_kwargs keys that hold cores and memory per worker, by how backends spell them
@@ -194,13 +205,18 @@ def profile_model(cfg: Any, name: str) -> dict[str, Any]:
         "memory": f"cluster_kwargs.{memory_key}",
         "description": "description",
     }
-    origin = {field: spec.origin_of(key) if key else cfg.where(("profiles", name)) for field, key in shown.items()}
+    origin = {
+        field: spec.origin_of(key) if key else cfg.where(("profiles", name))
+        for field, key in shown.items()
+    }
     return {
         "name": name,
         "backend": spec.backend,
         "cluster_class": spec.cluster_class,
         "workers": spec.workers,
-        "adapt": {"minimum": adapt.get("minimum", 0), "maximum": adapt.get("maximum", 0)} if adapt else None,
+        "adapt": {"minimum": adapt.get("minimum", 0), "maximum": adapt.get("maximum", 0)}
+        if adapt
+        else None,
         "cores": cores,
         "memory": memory,
         "description": spec.description,
@@ -314,7 +330,9 @@ class ClusterService:
         handle = self._own_handle(cluster_id)
         if handle is not None:
             if handle.status is ClusterStatus.STARTING:
-                raise ServiceError(409, f"cannot {action} {handle.name!r} yet: it is still starting")
+                raise ServiceError(
+                    409, f"cannot {action} {handle.name!r} yet: it is still starting"
+                )
             return handle
         record = self._record(cluster_id)
         owner = record.get("owner") or {}

@@ -102,7 +102,9 @@ class DiscoveredClusters:
             watch.next_try = time.monotonic() + RETRY_AFTER
             return
         try:
-            watch.handle = self._manager.connect(watch.address, set_default=False, timeout=CONNECT_TIMEOUT)
+            watch.handle = self._manager.connect(
+                watch.address, set_default=False, timeout=CONNECT_TIMEOUT
+            )
             watch.error = None
         except PipejupyterError as exc:  # scheduler gone or not up yet: show it, retry later
             watch.error = str(exc)
@@ -116,7 +118,9 @@ class DiscoveredClusters:
             watch.handle = None
 
 
-def record_model(record: dict[str, Any], live: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
+def record_model(
+    record: dict[str, Any], live: dict[str, Any] | None, error: str | None
+) -> dict[str, Any]:
     """The cluster model of a discovered cluster: identity from its record, numbers from
     the live connection (when there is one)."""
     recorded = str(record.get("status") or ClusterStatus.RUNNING)
@@ -131,7 +135,10 @@ def record_model(record: dict[str, Any], live: dict[str, Any] | None, error: str
     if record.get("adapt") is None and isinstance(requested, int) and status != ClusterStatus.LOST:
         # Workers the owner asked for that have not connected yet (queued jobs...).
         connected = sum(1 for r in rows if r["status"] != "pending")
-        rows += [worker_row(name=f"pending-{i}", status="pending") for i in range(max(0, requested - connected))]
+        rows += [
+            worker_row(name=f"pending-{i}", status="pending")
+            for i in range(max(0, requested - connected))
+        ]
     return cluster_model(
         id=record["id"],
         name=record.get("name") or record["id"],

@@ -23,11 +23,17 @@ SMOOTHING = 0.5  # recent batches count most: durations drift (caches, contentio
 
 
 class BatchPlanner:
-    def __init__(self, mode: str | int | bool = "auto", *, slots: int = 1, target: float = DEFAULT_TARGET) -> None:
+    def __init__(
+        self, mode: str | int | bool = "auto", *, slots: int = 1, target: float = DEFAULT_TARGET
+    ) -> None:
         if mode in (False, None, 0, 1, "off", "none"):
             mode = 1
-        if mode != "auto" and not (isinstance(mode, int) and not isinstance(mode, bool) and mode >= 1):
-            raise ValueError(f"batch must be 'auto', an integer >= 1, or False (one item per task); got {mode!r}")
+        if mode != "auto" and not (
+            isinstance(mode, int) and not isinstance(mode, bool) and mode >= 1
+        ):
+            raise ValueError(
+                f"batch must be 'auto', an integer >= 1, or False (one item per task); got {mode!r}"
+            )
         self.mode = mode
         self.slots = max(1, int(slots))
         self.target = float(target)

@@ -68,11 +68,20 @@ def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
         conn.execute("PRAGMA busy_timeout = 30000")
         if create:
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: atomic, survives a killed process
+            conn.execute(
+                "PRAGMA synchronous = NORMAL"
+            )  # WAL + NORMAL: atomic, survives a killed process
             conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")  # readers see all tables or none
-        elif conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone() is None:
+        elif (
+            conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'"
+            ).fetchone()
+            is None
+        ):
             conn.close()
-            raise ContextError(f"no stage context at {path} yet: no stage has run in {path.parent.parent}")
+            raise ContextError(
+                f"no stage context at {path} yet: no stage has run in {path.parent.parent}"
+            )
     except sqlite3.DatabaseError as exc:
         raise ContextError(f"{path} is not a usable stage context database: {exc}") from None
     return conn
@@ -94,33 +103,85 @@ class ContextStore:
     def begin_run(self, stage: str, work: str, keys: list[str], cluster: str | None = None) -> int:
         cur = self.conn.execute(
             "INSERT INTO runs (stage, work, keys, started, status, total, pid, host, cluster) VALUES (?,?,?,?,?,?,?,?,?)",
-            (stage, work, json.dumps(keys), time.time(), "running", len(keys), os.getpid(), socket.gethostname(), cluster),
+            (
+                stage,
+                work,
+                json.dumps(keys),
+                time.time(),
+                "running",
+                len(keys),
+                os.getpid(),
+                socket.gethostname(),
+                cluster,
+            ),
         )
         return int(cur.lastrowid)
 
     def succeeded(self, stage: str) -> dict[str, tuple[str, bytes | None, str | None]]:
         """key -> (fingerprint, inline result, result file) of items that succeeded."""
         rows = self.conn.execute(
-            "SELECT key, fingerprint, result, result_file FROM items WHERE stage = ? AND status = 'done'", (stage,)
+            "SELECT key, fingerprint, result, result_file FROM items WHERE stage = ? AND status = 'done'",
+            (stage,),
         )
         return {k: (fp, blob, path) for k, fp, blob, path in rows}
 
     def record_item(
-        self, run_id: int, stage: str, key: str, fingerprint: str, status: str, attempts: int,
-        worker: str | None, started: float | None, finished: float | None, result: bytes | None,
-        error: str | None, log: str | None,
+        self,
+        run_id: int,
+        stage: str,
+        key: str,
+        fingerprint: str,
+        status: str,
+        attempts: int,
+        worker: str | None,
+        started: float | None,
+        finished: float | None,
+        result: bytes | None,
+        error: str | None,
+        log: str | None,
     ) -> None:
-        self._items.append((stage, key, run_id, fingerprint, status, attempts, worker, started, finished, result, error, log or None))
+        self._items.append(
+            (
+                stage,
+                key,
+                run_id,
+                fingerprint,
+                status,
+                attempts,
+                worker,
+                started,
+                finished,
+                result,
+                error,
+                log or None,
+            )
+        )
 
     def record_attempt(
-        self, run_id: int, stage: str, key: str, attempt: int, worker: str | None,
-        started: float | None, finished: float | None, outcome: str, error: str | None = None,
+        self,
+        run_id: int,
+        stage: str,
+        key: str,
+        attempt: int,
+        worker: str | None,
+        started: float | None,
+        finished: float | None,
+        outcome: str,
+        error: str | None = None,
     ) -> None:
-        self._attempts.append((run_id, stage, key, attempt, worker, started, finished, outcome, error))
+        self._attempts.append(
+            (run_id, stage, key, attempt, worker, started, finished, outcome, error)
+        )
 
     def set_progress(self, run_id: int, counts: dict[str, int]) -> None:
         """Counts for the run's row, written with the next flush (a killed run keeps them)."""
-        self._progress = (counts.get("done", 0), counts.get("failed", 0), counts.get("skipped", 0), counts.get("retried", 0), run_id)
+        self._progress = (
+            counts.get("done", 0),
+            counts.get("failed", 0),
+            counts.get("skipped", 0),
+            counts.get("retried", 0),
+            run_id,
+        )
 
     def maybe_flush(self) -> None:
         due = time.monotonic() - self._last_flush > FLUSH_SECONDS
@@ -136,12 +197,41 @@ class ContextStore:
         attempts, self._attempts = self._attempts, []
         rows: list[tuple] = []
         stale: list[str] = []
-        for stage, key, run_id, fp, status, n, worker, started, finished, result, error, log in items:
+        for (
+            stage,
+            key,
+            run_id,
+            fp,
+            status,
+            n,
+            worker,
+            started,
+            finished,
+            result,
+            error,
+            log,
+        ) in items:
             result_file = None
             if result is not None and len(result) > INLINE_LIMIT:
                 result_file = self._write_file(stage, key, fp, result)
                 result = None
-            rows.append((stage, key, run_id, fp, status, n, worker, started, finished, result, result_file, error, log))
+            rows.append(
+                (
+                    stage,
+                    key,
+                    run_id,
+                    fp,
+                    status,
+                    n,
+                    worker,
+                    started,
+                    finished,
+                    result,
+                    result_file,
+                    error,
+                    log,
+                )
+            )
         with self._transaction() as conn:
             if self.results_dir.exists():
                 stale = self._stale_files(conn, rows)
@@ -156,7 +246,10 @@ class ContextStore:
                 attempts,
             )
             if self._progress is not None:
-                conn.execute("UPDATE runs SET done = ?, failed = ?, skipped = ?, retried = ? WHERE id = ?", self._progress)
+                conn.execute(
+                    "UPDATE runs SET done = ?, failed = ?, skipped = ?, retried = ? WHERE id = ?",
+                    self._progress,
+                )
                 self._progress = None
         for path in stale:
             with contextlib.suppress(OSError):
@@ -167,7 +260,15 @@ class ContextStore:
         with self._transaction() as conn:
             conn.execute(
                 "UPDATE runs SET finished = ?, status = ?, done = ?, failed = ?, skipped = ?, retried = ? WHERE id = ?",
-                (time.time(), status, counts.get("done", 0), counts.get("failed", 0), counts.get("skipped", 0), counts.get("retried", 0), run_id),
+                (
+                    time.time(),
+                    status,
+                    counts.get("done", 0),
+                    counts.get("failed", 0),
+                    counts.get("skipped", 0),
+                    counts.get("retried", 0),
+                    run_id,
+                ),
             )
 
     def close(self) -> None:
@@ -203,9 +304,16 @@ class ContextStore:
         """Result files that the rows being written replace (deleted after the commit)."""
         stale = []
         for stage in {r[0] for r in rows}:
-            old = dict(conn.execute("SELECT key, result_file FROM items WHERE stage = ? AND result_file IS NOT NULL", (stage,)))
+            old = dict(
+                conn.execute(
+                    "SELECT key, result_file FROM items WHERE stage = ? AND result_file IS NOT NULL",
+                    (stage,),
+                )
+            )
             if old:
-                stale += [old[r[1]] for r in rows if r[0] == stage and r[1] in old and old[r[1]] != r[10]]
+                stale += [
+                    old[r[1]] for r in rows if r[0] == stage and r[1] in old and old[r[1]] != r[10]
+                ]
         return stale
 
     def load(self, blob: bytes | None, result_file: str | None) -> Any:
@@ -226,7 +334,9 @@ def _reader(workdir: str | os.PathLike | None) -> tuple[sqlite3.Connection, Path
     return _connect(path, create=False), path
 
 
-def history(stage: str | None = None, *, workdir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+def history(
+    stage: str | None = None, *, workdir: str | os.PathLike | None = None
+) -> list[dict[str, Any]]:
     """Every recorded stage run, oldest first. A run whose process died shows as 'killed'."""
     try:
         conn, _ = _reader(workdir)
@@ -238,8 +348,24 @@ def history(stage: str | None = None, *, workdir: str | os.PathLike | None = Non
         if stage is not None:
             query += " WHERE stage = ?"
             args = (stage,)
-        cols = ("id", "stage", "work", "started", "finished", "status", "total", "done", "failed", "skipped", "retried", "pid", "host")
-        runs = [dict(zip(cols, row, strict=True)) for row in conn.execute(query + " ORDER BY id", args)]
+        cols = (
+            "id",
+            "stage",
+            "work",
+            "started",
+            "finished",
+            "status",
+            "total",
+            "done",
+            "failed",
+            "skipped",
+            "retried",
+            "pid",
+            "host",
+        )
+        runs = [
+            dict(zip(cols, row, strict=True)) for row in conn.execute(query + " ORDER BY id", args)
+        ]
     here = socket.gethostname()
     for run in runs:
         if run["status"] == "running" and run["host"] == here and not pid_alive(run["pid"]):
@@ -250,13 +376,28 @@ def history(stage: str | None = None, *, workdir: str | os.PathLike | None = Non
 def items(stage: str, *, workdir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """The latest record of every item of ``stage`` (no result values; see ``results``)."""
     conn, _ = _reader(workdir)
-    cols = ("key", "run_id", "fingerprint", "status", "attempts", "worker", "started", "finished", "error", "log")
+    cols = (
+        "key",
+        "run_id",
+        "fingerprint",
+        "status",
+        "attempts",
+        "worker",
+        "started",
+        "finished",
+        "error",
+        "log",
+    )
     with contextlib.closing(conn):
-        rows = conn.execute(f"SELECT {', '.join(cols)} FROM items WHERE stage = ? ORDER BY rowid", (stage,)).fetchall()
+        rows = conn.execute(
+            f"SELECT {', '.join(cols)} FROM items WHERE stage = ? ORDER BY rowid", (stage,)
+        ).fetchall()
     return [dict(zip(cols, row, strict=True)) for row in rows]
 
 
-def attempts(stage: str, key: str | None = None, *, workdir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+def attempts(
+    stage: str, key: str | None = None, *, workdir: str | os.PathLike | None = None
+) -> list[dict[str, Any]]:
     """Every attempt of ``stage``'s items (a retry or a lost worker adds one)."""
     conn, _ = _reader(workdir)
     cols = ("run_id", "key", "attempt", "worker", "started", "finished", "outcome", "error")
@@ -277,14 +418,21 @@ def results(stage: str, *, workdir: str | os.PathLike | None = None) -> StageRes
     """
     conn, path = _reader(workdir)
     with contextlib.closing(conn):
-        run = conn.execute("SELECT id, keys FROM runs WHERE stage = ? ORDER BY id DESC LIMIT 1", (stage,)).fetchone()
+        run = conn.execute(
+            "SELECT id, keys FROM runs WHERE stage = ? ORDER BY id DESC LIMIT 1", (stage,)
+        ).fetchone()
         if run is None:
             known = sorted({r[0] for r in conn.execute("SELECT DISTINCT stage FROM runs")})
-            raise ContextError(f"no stage {stage!r} in {path}; recorded stages: {', '.join(known) or 'none'}")
+            raise ContextError(
+                f"no stage {stage!r} in {path}; recorded stages: {', '.join(known) or 'none'}"
+            )
         keys = json.loads(run[1])
         rows = {
             r[0]: r[1:]
-            for r in conn.execute("SELECT key, status, result, result_file, error, attempts FROM items WHERE stage = ?", (stage,))
+            for r in conn.execute(
+                "SELECT key, status, result, result_file, error, attempts FROM items WHERE stage = ?",
+                (stage,),
+            )
         }
     store_dir = path.parent
     values, failed = [], {}
@@ -295,11 +443,20 @@ def results(stage: str, *, workdir: str | os.PathLike | None = None) -> StageRes
                 blob = (store_dir / result_file).read_bytes()
             values.append(pickle.loads(blob) if blob is not None else None)
         else:
-            failure = ItemFailure(key, error or f"no result recorded (status {status})", attempts=n or 0)
+            failure = ItemFailure(
+                key, error or f"no result recorded (status {status})", attempts=n or 0
+            )
             failed[key] = failure
             values.append(failure)
     done = len(keys) - len(failed)
-    return StageResult(values, keys, stage=stage, failed=failed, stats={"done": done, "failed": len(failed)}, run_id=run[0])
+    return StageResult(
+        values,
+        keys,
+        stage=stage,
+        failed=failed,
+        stats={"done": done, "failed": len(failed)},
+        run_id=run[0],
+    )
 
 
 def format_history(runs: Iterable[dict[str, Any]]) -> str:
@@ -310,7 +467,11 @@ def format_history(runs: Iterable[dict[str, Any]]) -> str:
     header = f"{'run':>4}  {'stage':<20} {'status':<10} {'items':>6} {'done':>6} {'skip':>6} {'fail':>5} {'retry':>5}  {'started':<19}  time"
     lines = [header]
     for r in runs:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"])) if r["started"] else "-"
+        started = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
+            if r["started"]
+            else "-"
+        )
         took = f"{r['finished'] - r['started']:.1f} s" if r["finished"] and r["started"] else "-"
         lines.append(
             f"{r['id']:>4}  {r['stage'][:20]:<20} {r['status']:<10} {r['total'] or 0:>6} {r['done'] or 0:>6} "
@@ -328,5 +489,7 @@ def format_items(rows: Iterable[dict[str, Any]]) -> str:
     for r in rows:
         took = f"{r['finished'] - r['started']:.2f} s" if r["finished"] and r["started"] else "-"
         error = (r["error"] or "").strip().splitlines()[-1:] or [""]
-        lines.append(f"{r['key'][-30:]:<30} {r['status']:<7} {r['attempts'] or 0:>5}  {(r['worker'] or '-')[-24:]:<24} {took:>8}  {error[0][:60]}")
+        lines.append(
+            f"{r['key'][-30:]:<30} {r['status']:<7} {r['attempts'] or 0:>5}  {(r['worker'] or '-')[-24:]:<24} {took:>8}  {error[0][:60]}"
+        )
     return "\n".join(lines)

@@ -166,11 +166,15 @@ def _datamap_items(path: str, text: str) -> list[Item]:
     except (ValueError, SyntaxError) as exc:
         line = getattr(exc, "lineno", None)
         where = f"{path}:{line}" if line else path
-        raise InputError(f"{where}: not a valid DataMap literal: {exc.__class__.__name__}: {exc}") from None
+        raise InputError(
+            f"{where}: not a valid DataMap literal: {exc.__class__.__name__}: {exc}"
+        ) from None
     items = []
     for n, entry in enumerate(entries if isinstance(entries, list) else [None]):
         if not isinstance(entry, Mapping) or "file" not in entry or "host" not in entry:
-            raise InputError(f"{path}: entry {n} must be a mapping with 'host' and 'file' keys, got {entry!r:.80}")
+            raise InputError(
+                f"{path}: entry {n} must be a mapping with 'host' and 'file' keys, got {entry!r:.80}"
+            )
         if entry.get("skip"):
             continue
         items.append(Item(str(entry["file"]), str(entry["file"]), str(entry["host"])))
@@ -181,7 +185,9 @@ def _unique(path: str, items: list[Item]) -> list[Item]:
     seen: dict[str, str | None] = {}
     for item in items:
         if item.key in seen:
-            raise InputError(f"{path}: file {item.key!r} is listed twice (hosts {seen[item.key]} and {item.host})")
+            raise InputError(
+                f"{path}: file {item.key!r} is listed twice (hosts {seen[item.key]} and {item.host})"
+            )
         seen[item.key] = item.host
     if not items:
         raise InputError(f"{path}: the mapfile lists no files")
@@ -190,7 +196,9 @@ def _unique(path: str, items: list[Item]) -> list[Item]:
 
 def write_mapfile(path: str | os.PathLike, placement: Mapping[str, Iterable[str]]) -> Path:
     """Write an old-style mapfile (host = [files]) - handy for examples and tests."""
-    lines = [f"{host} = [{', '.join(os.fspath(f) for f in files)}]" for host, files in placement.items()]
+    lines = [
+        f"{host} = [{', '.join(os.fspath(f) for f in files)}]" for host, files in placement.items()
+    ]
     out = Path(path)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out

@@ -39,7 +39,9 @@ def _is_local(addresses: Iterable[str]) -> bool:
     return False
 
 
-def host_restrictions(hosts: Iterable[str], workers: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
+def host_restrictions(
+    hosts: Iterable[str], workers: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[str, ...]]:
     """For each host name of a mapfile, the worker hosts (as Dask knows them) it means.
 
     An IP address matches workers on exactly that address. A name matches workers on the
@@ -47,7 +49,9 @@ def host_restrictions(hosts: Iterable[str], workers: Mapping[str, Mapping[str, A
     matches workers listening on loopback (local clusters bind 127.0.0.1).
     Restrictions are by host, not worker address, so a restarted worker still qualifies.
     """
-    worker_hosts = {str(w.get("host")): str(w.get("name", "")) for w in workers.values() if w.get("host")}
+    worker_hosts = {
+        str(w.get("host")): str(w.get("name", "")) for w in workers.values() if w.get("host")
+    }
     own_names = {socket.gethostname(), socket.getfqdn()}
     out: dict[str, tuple[str, ...]] = {}
     missing = []
@@ -58,7 +62,8 @@ def host_restrictions(hosts: Iterable[str], workers: Mapping[str, Mapping[str, A
             names = _addresses(host)
             this_machine = host in own_names
         matched = sorted(
-            wh for wh, wname in worker_hosts.items()
+            wh
+            for wh, wname in worker_hosts.items()
             if wh in names or wname == host or (this_machine and _is_local([wh]))
         )
         if matched:
@@ -92,7 +97,13 @@ def check_resources(needed: Mapping[str, float], workers: Mapping[str, Mapping[s
     for name, amount in needed.items():
         offers = [float((w.get("resources") or {}).get(name, 0)) for w in workers.values()]
         if max(offers, default=0) < amount:
-            have = sorted({f"{k}={v:g}" for w in workers.values() for k, v in (w.get("resources") or {}).items()})
+            have = sorted(
+                {
+                    f"{k}={v:g}"
+                    for w in workers.values()
+                    for k, v in (w.get("resources") or {}).items()
+                }
+            )
             raise PlacementError(
                 f"items need resource {name}={amount:g}, but no worker offers that much; "
                 f"worker resources: {', '.join(have) or 'none'} (start workers with --resources {name}={amount:g})"

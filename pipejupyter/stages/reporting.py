@@ -57,7 +57,9 @@ def progress_text(stage: str, counts: Mapping[str, Any]) -> str:
         if counts.get(label):
             parts.append(f"{counts[label]} {label}")
     timing = f"elapsed {_duration(counts.get('elapsed'))}"
-    if counts.get("eta") is not None and counts.get("done", 0) + counts.get("failed", 0) < total - counts.get("skipped", 0):
+    if counts.get("eta") is not None and counts.get("done", 0) + counts.get(
+        "failed", 0
+    ) < total - counts.get("skipped", 0):
         timing += f", ETA {_duration(counts['eta'])}"
     return f"stage {stage!r}: {', '.join(parts)} - {timing}"
 
@@ -113,7 +115,9 @@ class TextProgress(StageReporter):
 _VIEWS: dict[str, Callable[[], StageReporter]] = {}
 
 
-def offer_view(mode: str, factory: Callable[[], StageReporter], *, when: Callable[[], bool]) -> None:
+def offer_view(
+    mode: str, factory: Callable[[], StageReporter], *, when: Callable[[], bool]
+) -> None:
     """A face offers ``factory`` for ``progress=mode``, and for ``"auto"`` whenever ``when()``."""
     _VIEWS[mode] = factory
     _VIEWS["auto"] = lambda: factory() if when() else TextProgress()

@@ -11,13 +11,17 @@ from pipejupyter.errors import PipejupyterError
 #: the value of an item that has no result (yet)
 MISSING = object()
 
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Interrupt|Exit|Warning|Worker)\b.*?:")
+_EXCEPTION_LINE = re.compile(
+    r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Interrupt|Exit|Warning|Worker)\b.*?:"
+)
 
 
 class ItemFailure:
     """Stands in the result list for an item that failed (and is falsy)."""
 
-    def __init__(self, key: str, error: str, exception: BaseException | None = None, attempts: int = 1) -> None:
+    def __init__(
+        self, key: str, error: str, exception: BaseException | None = None, attempts: int = 1
+    ) -> None:
         self.key = key
         self.error = error  # the remote traceback
         self.exception = exception
@@ -67,7 +71,9 @@ class StageResult(list):
     @property
     def value(self) -> Any:
         if len(self) != 1:
-            raise ValueError(f"stage {self.stage!r} has {len(self)} results; .value is for a stage that runs once")
+            raise ValueError(
+                f"stage {self.stage!r} has {len(self)} results; .value is for a stage that runs once"
+            )
         return self[0]
 
     def by_key(self) -> dict[str, Any]:
@@ -96,7 +102,8 @@ class StageFailed(PipejupyterError, RuntimeError):
             lines.append(f"  ... and {more} more")
         super().__init__(
             f"stage {result.stage!r}: {len(result.failed)} of {len(result)} items failed "
-            "(their tracebacks are shown above; results of the others are in .result):\n" + "\n".join(lines)
+            "(their tracebacks are shown above; results of the others are in .result):\n"
+            + "\n".join(lines)
         )
 
     def _render_traceback_(self) -> list[str]:

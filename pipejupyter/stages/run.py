@@ -63,9 +63,19 @@ def run_stage(
     item_list = inputs.resolve_items(items)
     _check_unique(item_list)
     runner = StageRunner(
-        name=name, work=work, items=item_list, has_item=items is not None, retries=retries,
-        resources=resources, per_worker=per_worker, rerun=rerun, batch=batch, client=_client(client),
-        persist=persist, workdir=workdir, reporter=reporter_for(progress),
+        name=name,
+        work=work,
+        items=item_list,
+        has_item=items is not None,
+        retries=retries,
+        resources=resources,
+        per_worker=per_worker,
+        rerun=rerun,
+        batch=batch,
+        client=_client(client),
+        persist=persist,
+        workdir=workdir,
+        reporter=reporter_for(progress),
         target=target or DEFAULT_TARGET,
     )
     result = runner.run()
@@ -76,7 +86,9 @@ def run_stage(
 
 def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise StageError(f"stage name must be 1-100 characters of letters, digits, '_', '-', '.'; got {name!r}")
+        raise StageError(
+            f"stage name must be 1-100 characters of letters, digits, '_', '-', '.'; got {name!r}"
+        )
 
 
 def _check_int(label: str, value: Any, minimum: int) -> None:
@@ -88,7 +100,9 @@ def _check_resources(resources: Any) -> dict[str, float]:
     if resources is None:
         return {}
     if not isinstance(resources, Mapping):
-        raise StageError(f"resources must be a mapping like {{'MEM': 4}}, got {type(resources).__name__}")
+        raise StageError(
+            f"resources must be a mapping like {{'MEM': 4}}, got {type(resources).__name__}"
+        )
     out = {}
     for key, value in resources.items():
         if not isinstance(key, str) or not key:
@@ -103,7 +117,12 @@ def parse_resources(text: str | list[str] | None) -> dict[str, float]:
     """``"GPU=1,MEM=4e9"`` (or a list of such) -> {"GPU": 1, "MEM": 4e9}."""
     if not text:
         return {}
-    parts = [p for chunk in ([text] if isinstance(text, str) else text) for p in chunk.split(",") if p.strip()]
+    parts = [
+        p
+        for chunk in ([text] if isinstance(text, str) else text)
+        for p in chunk.split(",")
+        if p.strip()
+    ]
     out: dict[str, float] = {}
     for part in parts:
         key, sep, value = part.partition("=")
@@ -112,7 +131,9 @@ def parse_resources(text: str | list[str] | None) -> dict[str, float]:
         except ValueError:
             number = -1.0
         if not sep or not key.strip() or number <= 0:
-            raise StageError(f"cannot read resource {part.strip()!r}: expected NAME=NUMBER, e.g. MEM=4e9")
+            raise StageError(
+                f"cannot read resource {part.strip()!r}: expected NAME=NUMBER, e.g. MEM=4e9"
+            )
         out[key.strip()] = int(number) if number.is_integer() else number
     return out
 
@@ -121,7 +142,9 @@ def _check_unique(items: list[Item]) -> None:
     seen: set[str] = set()
     for item in items:
         if item.key in seen:
-            raise StageError(f"two items have the key {item.key!r}; keys identify items across runs and must be unique")
+            raise StageError(
+                f"two items have the key {item.key!r}; keys identify items across runs and must be unique"
+            )
         seen.add(item.key)
 
 

@@ -107,9 +107,22 @@ class StageRunner:
     """
 
     def __init__(
-        self, *, name: str, work: Work, items: list[Item], has_item: bool, retries: int,
-        resources: dict[str, float], per_worker: int | None, rerun: bool, batch: Any, client: Any,
-        persist: bool, workdir: Any, reporter: StageReporter, target: float,
+        self,
+        *,
+        name: str,
+        work: Work,
+        items: list[Item],
+        has_item: bool,
+        retries: int,
+        resources: dict[str, float],
+        per_worker: int | None,
+        rerun: bool,
+        batch: Any,
+        client: Any,
+        persist: bool,
+        workdir: Any,
+        reporter: StageReporter,
+        target: float,
     ) -> None:
         self.name = name
         self.work = work
@@ -130,7 +143,15 @@ class StageRunner:
         self.attempts = [0] * n
         self.shown = [0] * n
         self.failed: dict[str, ItemFailure] = {}
-        self.counts = {"done": 0, "failed": 0, "skipped": 0, "retried": 0, "running": 0, "total": n, "tasks": 0}
+        self.counts = {
+            "done": 0,
+            "failed": 0,
+            "skipped": 0,
+            "retried": 0,
+            "running": 0,
+            "total": n,
+            "tasks": 0,
+        }
         self.queue: queue.Queue = queue.Queue()
         self.inflight: dict[int, _Batch] = {}
         self.batch_ids = itertools.count()
@@ -159,8 +180,12 @@ class StageRunner:
             todo = self._skip_done()
             groups = self._prepare(todo)  # every check before anything is submitted
             if self.store is not None:
-                self.run_id = self.store.begin_run(self.name, self.work.describe(), self.keys, self._cluster_name())
-            self.reporter.start(self.name, len(self.items), self.counts["skipped"], str(self.planner.mode))
+                self.run_id = self.store.begin_run(
+                    self.name, self.work.describe(), self.keys, self._cluster_name()
+                )
+            self.reporter.start(
+                self.name, len(self.items), self.counts["skipped"], str(self.planner.mode)
+            )
             status = "failed"
             try:
                 if todo:
@@ -178,8 +203,15 @@ class StageRunner:
             if self.store is not None:
                 self.store.close()
         result = StageResult(
-            self.values, self.keys, stage=self.name, failed=self.failed, run_id=self.run_id,
-            stats={**{k: v for k, v in self.counts.items() if k != "running"}, "elapsed": time.monotonic() - started},
+            self.values,
+            self.keys,
+            stage=self.name,
+            failed=self.failed,
+            run_id=self.run_id,
+            stats={
+                **{k: v for k, v in self.counts.items() if k != "running"},
+                "elapsed": time.monotonic() - started,
+            },
         )
         self.reporter.finish(result)
         return result
@@ -219,7 +251,9 @@ class StageRunner:
         for i in todo:
             host = self.items[i].host
             groups.setdefault(restrictions[host] if host else None, deque()).append(i)
-        self.group_of = {i: (restrictions[self.items[i].host] if self.items[i].host else None) for i in todo}
+        self.group_of = {
+            i: (restrictions[self.items[i].host] if self.items[i].host else None) for i in todo
+        }
         if self.per_worker is not None:
             resource = f"pipejupyter-per-worker-{self.per_worker}"
             self.client.register_plugin(_SlotsPlugin(resource, self.per_worker), name=resource)
@@ -248,7 +282,10 @@ class StageRunner:
             self.work_arg = PackedWork(self.token, self.work_blob)
         else:
             self.work_arg = self.work_future = self.client.submit(
-                _load_work, self.work_blob, key=f"pipestage-work-{self.name}-{self.token}", pure=False
+                _load_work,
+                self.work_blob,
+                key=f"pipestage-work-{self.name}-{self.token}",
+                pure=False,
             )
         loop_start = time.monotonic()
         while self._remaining() or self.inflight:
@@ -293,12 +330,21 @@ class StageRunner:
             batch_id = next(self.batch_ids)
             self.counts["tasks"] += 1
             payload = [(i, self.keys[i], self.items[i].value) for i in entries]
-            kwargs: dict[str, Any] = {"key": f"pipestage-{self.name}-{self.token}-{batch_id}", "pure": False}
+            kwargs: dict[str, Any] = {
+                "key": f"pipestage-{self.name}-{self.token}-{batch_id}",
+                "pure": False,
+            }
             if group:
                 kwargs.update(workers=list(group), allow_other_workers=False)
             if self.resources:
                 kwargs["resources"] = self.resources
-            future = self.client.submit(run_batch, self.work_arg, Entries(payload), BatchMeta(self.topic, batch_id, self.has_item), **kwargs)
+            future = self.client.submit(
+                run_batch,
+                self.work_arg,
+                Entries(payload),
+                BatchMeta(self.topic, batch_id, self.has_item),
+                **kwargs,
+            )
             self.inflight[batch_id] = _Batch(batch_id, entries, group, future)
             future.add_done_callback(lambda f, b=batch_id: self.queue.put(("done", b)))
 
@@ -322,20 +368,33 @@ class StageRunner:
                 self.shown[i] += len(text)
                 self.reporter.output(self.keys[i], text, str(msg.get("stream", "stdout")))
 
-    def _lost(self, batch: _Batch, previous: tuple[str, float], worker: str | None, now: float) -> None:
+    def _lost(
+        self, batch: _Batch, previous: tuple[str, float], worker: str | None, now: float
+    ) -> None:
         """The batch started again: the worker running it died and Dask moved it."""
         lost_worker, since = previous
         for i in batch.entries:
             if self.store is not None:
                 self.store.record_attempt(
-                    self.run_id, self.name, self.keys[i], self.attempts[i], lost_worker, since, now, "lost",
+                    self.run_id,
+                    self.name,
+                    self.keys[i],
+                    self.attempts[i],
+                    lost_worker,
+                    since,
+                    now,
+                    "lost",
                     f"worker {lost_worker} was lost while running this item",
                 )
             self.attempts[i] += 1
             self.shown[i] = 0
         self.counts["retried"] += len(batch.entries)
-        keys = ", ".join(self.keys[i] for i in batch.entries[:3]) + (" ..." if len(batch.entries) > 3 else "")
-        self.reporter.note(f"worker {lost_worker} was lost; {len(batch.entries)} item(s) restarted on {worker}: {keys}")
+        keys = ", ".join(self.keys[i] for i in batch.entries[:3]) + (
+            " ..." if len(batch.entries) > 3 else ""
+        )
+        self.reporter.note(
+            f"worker {lost_worker} was lost; {len(batch.entries)} item(s) restarted on {worker}: {keys}"
+        )
 
     def _collect(self, batch_ids: list[int]) -> None:
         batches = [self.inflight.pop(b) for b in batch_ids if b in self.inflight]
@@ -371,14 +430,22 @@ class StageRunner:
         worker = batch.starts[-1][0] if batch.starts else None
         since = batch.starts[-1][1] if batch.starts else None
         for i in batch.entries:
-            self._item_failed(i, f"the task running this item failed: {text}\n", exc, worker, since, time.time(), "")
+            self._item_failed(
+                i,
+                f"the task running this item failed: {text}\n",
+                exc,
+                worker,
+                since,
+                time.time(),
+                "",
+            )
         batch.future.release()
 
     def _outcome(self, o: Any, worker: str) -> None:
         i = o.index
         key = self.keys[i]
         if len(o.log) > self.shown[i]:
-            self.reporter.output(key, o.log[self.shown[i]:], "stdout")
+            self.reporter.output(key, o.log[self.shown[i] :], "stdout")
         self.shown[i] = 0
         if o.commands:
             from pipejupyter.work.casa import log_commands
@@ -388,14 +455,44 @@ class StageRunner:
             try:
                 value = pickle.loads(o.payload)
             except Exception as exc:
-                self._item_failed(i, f"the result cannot be unpickled in the notebook: {type(exc).__name__}: {exc}\n", None, worker, o.started, o.finished, o.log)
+                self._item_failed(
+                    i,
+                    f"the result cannot be unpickled in the notebook: {type(exc).__name__}: {exc}\n",
+                    None,
+                    worker,
+                    o.started,
+                    o.finished,
+                    o.log,
+                )
                 return
             self.values[i] = value
             self.counts["done"] += 1
             if self.store is not None:
                 if self.attempts[i] > 1:  # attempts are recorded when there is a history to tell
-                    self.store.record_attempt(self.run_id, self.name, key, self.attempts[i], worker, o.started, o.finished, "done")
-                self.store.record_item(self.run_id, self.name, key, self.fingerprints[i], "done", self.attempts[i], worker, o.started, o.finished, o.payload, None, o.log)
+                    self.store.record_attempt(
+                        self.run_id,
+                        self.name,
+                        key,
+                        self.attempts[i],
+                        worker,
+                        o.started,
+                        o.finished,
+                        "done",
+                    )
+                self.store.record_item(
+                    self.run_id,
+                    self.name,
+                    key,
+                    self.fingerprints[i],
+                    "done",
+                    self.attempts[i],
+                    worker,
+                    o.started,
+                    o.finished,
+                    o.payload,
+                    None,
+                    o.log,
+                )
             return
         exc = None
         if o.payload is not None:
@@ -403,11 +500,30 @@ class StageRunner:
                 exc = pickle.loads(o.payload)
         self._item_failed(i, o.error or "failed", exc, worker, o.started, o.finished, o.log)
 
-    def _item_failed(self, i: int, error: str, exc: Any, worker: str | None, started: float | None, finished: float | None, log: str) -> None:
+    def _item_failed(
+        self,
+        i: int,
+        error: str,
+        exc: Any,
+        worker: str | None,
+        started: float | None,
+        finished: float | None,
+        log: str,
+    ) -> None:
         key = self.keys[i]
         final = self.attempts[i] > self.retries
         if self.store is not None:
-            self.store.record_attempt(self.run_id, self.name, key, self.attempts[i], worker, started, finished, "failed", error)
+            self.store.record_attempt(
+                self.run_id,
+                self.name,
+                key,
+                self.attempts[i],
+                worker,
+                started,
+                finished,
+                "failed",
+                error,
+            )
         self.reporter.failure(key, error, self.attempts[i], final)
         if not final:
             self.counts["retried"] += 1
@@ -418,7 +534,20 @@ class StageRunner:
         self.failed[key] = failure
         self.counts["failed"] += 1
         if self.store is not None:
-            self.store.record_item(self.run_id, self.name, key, self.fingerprints[i], "failed", self.attempts[i], worker, started, finished, None, error, log)
+            self.store.record_item(
+                self.run_id,
+                self.name,
+                key,
+                self.fingerprints[i],
+                "failed",
+                self.attempts[i],
+                worker,
+                started,
+                finished,
+                None,
+                error,
+                log,
+            )
 
     def _progress(self, loop_start: float) -> None:
         elapsed = time.monotonic() - loop_start

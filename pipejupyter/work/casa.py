@@ -51,7 +51,9 @@ class CasaResult:
     mpi: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
-        return f"<CasaResult {self.command} -> {type(self.value).__name__}, {len(self.log)} log lines>"
+        return (
+            f"<CasaResult {self.command} -> {type(self.value).__name__}, {len(self.log)} log lines>"
+        )
 
 
 def casa_command(task: str, kwargs: Mapping[str, Any]) -> str:
@@ -73,14 +75,22 @@ class CasaTask(Request):
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task.isidentifier():
             raise WorkError(f"a CASA task name is an identifier like 'listobs', got {self.task!r}")
-        if self.mpi is not None and (not isinstance(self.mpi, int) or isinstance(self.mpi, bool) or self.mpi < 1):
+        if self.mpi is not None and (
+            not isinstance(self.mpi, int) or isinstance(self.mpi, bool) or self.mpi < 1
+        ):
             raise WorkError(f"mpi must be a number of processes >= 1, got {self.mpi!r}")
 
     def bind(self, value: Any, key: str) -> CasaTask:
         if isinstance(value, Mapping):
             return replace(self, kwargs={**self.kwargs, **value})
         value = os.fspath(value) if isinstance(value, os.PathLike) else value
-        return replace(self, kwargs={self.item_arg: value, **{k: v for k, v in self.kwargs.items() if k != self.item_arg}})
+        return replace(
+            self,
+            kwargs={
+                self.item_arg: value,
+                **{k: v for k, v in self.kwargs.items() if k != self.item_arg},
+            },
+        )
 
     @property
     def command(self) -> str:
@@ -91,10 +101,12 @@ class CasaTask(Request):
         if item is not None:  # logged before it runs: a failed call is part of the record too
             item.commands.append(self.command)
         if self.mpi:
-
             ranks = MpiCall(_casa_on_rank, (self.task, self.kwargs), {}, nprocs=self.mpi).execute()
             result = ranks[0]
-            result.mpi = {"nprocs": self.mpi, "ranks": [r if isinstance(r, dict) else r.mpi for r in ranks]}
+            result.mpi = {
+                "nprocs": self.mpi,
+                "ranks": [r if isinstance(r, dict) else r.mpi for r in ranks],
+            }
             for line in result.log:  # the rank ran in another process: replay its warnings here
                 if any(p in line for p in LIVE_PRIORITIES) and item is not None:
                     item.write(line + "\n", "casa")
@@ -132,7 +144,9 @@ def _casatasks() -> Any:
         import casatasks
     except ImportError as exc:
         if exc.name not in (None, "casatasks") and not str(exc.name or "").startswith("casa"):
-            raise CasaTaskError(f"importing casatasks failed: {exc} (missing dependency {exc.name!r})") from exc
+            raise CasaTaskError(
+                f"importing casatasks failed: {exc} (missing dependency {exc.name!r})"
+            ) from exc
         raise MissingDependency("casatasks", "casa", "running CASA tasks") from None
     return casatasks
 
@@ -142,9 +156,15 @@ def run_casa_task(task: str, kwargs: Mapping[str, Any]) -> CasaResult:
     casatasks = _casatasks()
     function = getattr(casatasks, task, None)
     if not callable(function):
-        names = [n for n in dir(casatasks) if not n.startswith("_") and callable(getattr(casatasks, n, None))]
+        names = [
+            n
+            for n in dir(casatasks)
+            if not n.startswith("_") and callable(getattr(casatasks, n, None))
+        ]
         hint = did_you_mean(task, names)
-        raise CasaTaskError(f"casatasks has no task {task!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        raise CasaTaskError(
+            f"casatasks has no task {task!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+        )
     casalog = casatasks.casalog
     command = casa_command(task, kwargs)
     with _casa_lock:
@@ -206,7 +226,9 @@ class _LogTail(threading.Thread):
         if not line.strip():
             return
         self.lines.append(line)
-        if self.item is not None and any(f"\t{p}" in line or f" {p} " in line for p in LIVE_PRIORITIES):
+        if self.item is not None and any(
+            f"\t{p}" in line or f" {p} " in line for p in LIVE_PRIORITIES
+        ):
             self.item.write(line + "\n", "casa")
 
 
@@ -221,11 +243,29 @@ def _casa_on_rank(task: str, kwargs: Mapping[str, Any]) -> Any:
     return result
 
 
-def log_commands(workdir: str | os.PathLike, stage: str | None, key: str | None, worker: str | None, commands: Any, *, ok: bool) -> None:
+def log_commands(
+    workdir: str | os.PathLike,
+    stage: str | None,
+    key: str | None,
+    worker: str | None,
+    commands: Any,
+    *,
+    ok: bool,
+) -> None:
     """Append executed CASA commands to ``casa_commands.log`` (as the CASA pipeline does)."""
     when = time.strftime("%Y-%m-%d %H:%M:%S")
-    where = " ".join(p for p in (f"stage {stage!r}" if stage else "", f"item {key!r}" if key else "", f"on {worker}" if worker else "") if p)
+    where = " ".join(
+        p
+        for p in (
+            f"stage {stage!r}" if stage else "",
+            f"item {key!r}" if key else "",
+            f"on {worker}" if worker else "",
+        )
+        if p
+    )
     note = "" if ok else " FAILED"
-    lines = "".join(f"# {when} {where}{note}\n{c}\n" if where else f"# {when}{note}\n{c}\n" for c in commands)
+    lines = "".join(
+        f"# {when} {where}{note}\n{c}\n" if where else f"# {when}{note}\n{c}\n" for c in commands
+    )
     with open(Path(workdir) / COMMANDS_LOG, "a", encoding="utf-8") as fh:
         fh.write(lines)

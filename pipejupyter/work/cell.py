@@ -20,7 +20,23 @@ from pipejupyter.work.kinds import Work
 
 RESULT_NAME = "__pipestage_result__"
 # IPython's own names in a user namespace: never sent along.
-_SHELL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh", "_ii", "_iii"})
+_SHELL_NAMES = frozenset(
+    {
+        "In",
+        "Out",
+        "get_ipython",
+        "exit",
+        "quit",
+        "_",
+        "__",
+        "___",
+        "_ih",
+        "_oh",
+        "_dh",
+        "_ii",
+        "_iii",
+    }
+)
 
 
 class CellError(PipejupyterError, ValueError):
@@ -69,14 +85,20 @@ def _names(stmt: ast.stmt) -> tuple[list[str], set[str]]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
                 stores.add((alias.asname or alias.name).split(".")[0])
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is stmt:
+        elif (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is stmt
+        ):
             stores.add(node.name)
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
         # Arguments are local to the function: do not look them up in the notebook.
         args = stmt.args
         local = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
         local |= {a.arg for a in (args.vararg, args.kwarg) if a}
-        inner_stores = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        inner_stores = {
+            n.id
+            for n in ast.walk(stmt)
+            if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+        }
         loads = [n for n in loads if n not in local and n not in inner_stores]
     return loads, stores
 
@@ -84,7 +106,14 @@ def _names(stmt: ast.stmt) -> tuple[list[str], set[str]]:
 class CellWork(Work):
     kind = "cell"
 
-    def __init__(self, source: str, filename: str, item_var: str | None, blobs: Mapping[str, bytes], values_token: str) -> None:
+    def __init__(
+        self,
+        source: str,
+        filename: str,
+        item_var: str | None,
+        blobs: Mapping[str, bytes],
+        values_token: str,
+    ) -> None:
         self.source = source
         self.filename = filename
         self.item_var = item_var
@@ -112,7 +141,11 @@ class CellWork(Work):
 
     def run_item(self, value: Any, key: str, has_item: bool) -> Any:
         code, values = self._prepare()
-        namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": "__pipestage__", **values}
+        namespace: dict[str, Any] = {
+            "__builtins__": builtins,
+            "__name__": "__pipestage__",
+            **values,
+        }
         if self.item_var:
             namespace[self.item_var] = value
         exec(code, namespace)
@@ -126,7 +159,9 @@ class CellWork(Work):
         return f"cell: {first[:60]}"
 
 
-def cell_work(source: str, namespace: Mapping[str, Any], *, name: str, item_var: str | None = None) -> CellWork:
+def cell_work(
+    source: str, namespace: Mapping[str, Any], *, name: str, item_var: str | None = None
+) -> CellWork:
     """Build the work for a cell body, taking what it uses from ``namespace``."""
     import cloudpickle
 
@@ -137,7 +172,12 @@ def cell_work(source: str, namespace: Mapping[str, Any], *, name: str, item_var:
     for used in used_names(source):
         if used == item_var or used in _SHELL_NAMES or used not in namespace:
             continue
-        if used.startswith("_i") and used[2:].isdigit() or used.startswith("_") and used[1:].isdigit():
+        if (
+            used.startswith("_i")
+            and used[2:].isdigit()
+            or used.startswith("_")
+            and used[1:].isdigit()
+        ):
             continue  # IPython's input/output history variables
         value = namespace[used]
         if value is getattr(builtins, used, object()):

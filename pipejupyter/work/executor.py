@@ -94,7 +94,9 @@ def _worker() -> Any:
         return None
 
 
-def run_batch(work: Work | PackedWork, entries: Entries | Sequence[tuple[int, str, Any]], meta: BatchMeta) -> tuple[str, int, list[Outcome]]:
+def run_batch(
+    work: Work | PackedWork, entries: Entries | Sequence[tuple[int, str, Any]], meta: BatchMeta
+) -> tuple[str, int, list[Outcome]]:
     """Run ``entries`` (index, key, value) with ``work``; returns (worker, pid, outcomes)."""
     work = unpack(work)
     if isinstance(entries, Entries):
@@ -113,11 +115,16 @@ def run_batch(work: Work | PackedWork, entries: Entries | Sequence[tuple[int, st
     # Run every item first and pickle afterwards: right after an item wakes up (from I/O or a
     # sleep) caches are cold and every extra step costs several times more, so the loop
     # around the items does as little as it can.
-    ran = [_run_one(work, index, key, value, meta.has_item, send, meta.batch) for index, key, value in entries]
+    ran = [
+        _run_one(work, index, key, value, meta.has_item, send, meta.batch)
+        for index, key, value in entries
+    ]
     return address, os.getpid(), [_outcome(*r) for r in ran]
 
 
-def _run_one(work: Work, index: int, key: str, value: Any, has_item: bool, send: Any, batch: int = 0) -> tuple:
+def _run_one(
+    work: Work, index: int, key: str, value: Any, has_item: bool, send: Any, batch: int = 0
+) -> tuple:
     emit = None
     if send is not None:
 
@@ -141,14 +148,27 @@ def _run_one(work: Work, index: int, key: str, value: Any, has_item: bool, send:
     return index, ok, result, started, time.time(), item
 
 
-def _outcome(index: int, ok: bool, result: Any, started: float, finished: float, item: capture.ItemCapture) -> Outcome:
+def _outcome(
+    index: int, ok: bool, result: Any, started: float, finished: float, item: capture.ItemCapture
+) -> Outcome:
     commands = tuple(item.commands)
     if ok:
         try:
-            return Outcome(index, True, _dumps(result), None, started, finished, item.text(), commands)
+            return Outcome(
+                index, True, _dumps(result), None, started, finished, item.text(), commands
+            )
         except ResultNotPicklable as exc:
             result = exc
-    return Outcome(index, False, _exception_payload(result), _format(result), started, finished, item.text(), commands)
+    return Outcome(
+        index,
+        False,
+        _exception_payload(result),
+        _format(result),
+        started,
+        finished,
+        item.text(),
+        commands,
+    )
 
 
 def _dumps(value: Any) -> bytes:
@@ -160,7 +180,9 @@ def _dumps(value: Any) -> bytes:
         try:
             return cloudpickle.dumps(value, protocol=5)
         except Exception as exc:
-            raise ResultNotPicklable(f"the item's result ({type(value).__name__}) cannot be pickled: {type(exc).__name__}: {exc}") from None
+            raise ResultNotPicklable(
+                f"the item's result ({type(value).__name__}) cannot be pickled: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 class ResultNotPicklable(TypeError):
@@ -176,12 +198,17 @@ def _exception_payload(exc: BaseException) -> bytes | None:
         return None
 
 
-_OWN_FILES = {__file__, *(os.path.join(os.path.dirname(__file__), f) for f in ("kinds.py", "cell.py"))}
+_OWN_FILES = {
+    __file__,
+    *(os.path.join(os.path.dirname(__file__), f) for f in ("kinds.py", "cell.py")),
+}
 
 
 def _format(exc: BaseException) -> str:
     # Start at the user's first frame: this module's frames mean nothing to them.
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
+    while (
+        tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES
+    ):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -72,7 +72,11 @@ def _code_token(code: types.CodeType, depth: int) -> str:
 
 
 def _function_token(fn: types.FunctionType, depth: int) -> str:
-    if fn.__module__ not in ("__main__", None) and "<locals>" not in fn.__qualname__ and fn.__name__ != "<lambda>":
+    if (
+        fn.__module__ not in ("__main__", None)
+        and "<locals>" not in fn.__qualname__
+        and fn.__name__ != "<lambda>"
+    ):
         # Importable functions are part of an installed library: name plus code.
         head = f"{fn.__module__}.{fn.__qualname__}"
     else:

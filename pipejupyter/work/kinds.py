@@ -108,7 +108,9 @@ class CommandFailed(PipejupyterError, RuntimeError):
         self.result = result
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
         detail = ("; last output:\n  " + "\n  ".join(tail)) if tail else ""
-        super().__init__(f"command {shlex.join(result.argv)} exited with status {result.returncode}{detail}")
+        super().__init__(
+            f"command {shlex.join(result.argv)} exited with status {result.returncode}{detail}"
+        )
 
 
 @dataclass
@@ -149,7 +151,9 @@ class Command(Request):
         self.argv = [os.fspath(a) for a in self.argv]
         if self.env is not None:
             if not isinstance(self.env, Mapping):
-                raise WorkError(f"command env must be a mapping of names to strings, got {type(self.env).__name__}")
+                raise WorkError(
+                    f"command env must be a mapping of names to strings, got {type(self.env).__name__}"
+                )
             self.env = {str(k): str(v) for k, v in self.env.items()}
         if self.cwd is not None:
             self.cwd = os.fspath(self.cwd)
@@ -194,17 +198,34 @@ def command(
     check: bool = True,
 ) -> Command:
     """A command-line request: returns exit code, stdout and stderr when executed."""
-    return Command(list(argv) if not isinstance(argv, str) else argv, dict(env) if env else None, cwd, timeout, check)
+    return Command(
+        list(argv) if not isinstance(argv, str) else argv,
+        dict(env) if env else None,
+        cwd,
+        timeout,
+        check,
+    )
 
 
 def run_streaming(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None, timeout: float | None = None
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float | None = None,
 ) -> tuple[int, str, str]:
     """Run a process, passing its output line by line to the current item's capture as it
     comes (so it shows under the cell), and return (status, stdout, stderr)."""
     proc = subprocess.Popen(
-        list(argv), env=dict(env) if env is not None else None, cwd=cwd, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1,
+        list(argv),
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        bufsize=1,
     )
     chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
     # The pumps run in threads of their own: look up the item's capture here.
@@ -217,7 +238,10 @@ def run_streaming(
                 chunks[stream].append(line)
                 sink(line, stream)
 
-    threads = [threading.Thread(target=pump, args=(p, s), daemon=True) for p, s in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
+    threads = [
+        threading.Thread(target=pump, args=(p, s), daemon=True)
+        for p, s in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
+    ]
     for t in threads:
         t.start()
     try:
@@ -227,7 +251,15 @@ def run_streaming(
         proc.wait()
         for t in threads:
             t.join(5)
-        raise CommandFailed(CommandResult(list(argv), -9, "".join(chunks["stdout"]), f"timed out after {timeout:g} s\n" + "".join(chunks["stderr"]), timeout or 0)) from None
+        raise CommandFailed(
+            CommandResult(
+                list(argv),
+                -9,
+                "".join(chunks["stdout"]),
+                f"timed out after {timeout:g} s\n" + "".join(chunks["stderr"]),
+                timeout or 0,
+            )
+        ) from None
     except BaseException:
         proc.kill()
         proc.wait()
@@ -235,4 +267,3 @@ def run_streaming(
     for t in threads:
         t.join()
     return rc, "".join(chunks["stdout"]), "".join(chunks["stderr"])
-

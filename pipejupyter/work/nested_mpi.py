@@ -56,13 +56,28 @@ class MpiCall(Request):
 
         launcher = self.mpirun or shutil.which("mpirun") or shutil.which("mpiexec")
         if not launcher:
-            raise MpiError(f"mpirun is not installed on {os.uname().nodename}; install OpenMPI (e.g. ci/mpi.sh install)")
+            raise MpiError(
+                f"mpirun is not installed on {os.uname().nodename}; install OpenMPI (e.g. ci/mpi.sh install)"
+            )
         folder = Path(tempfile.mkdtemp(prefix="pipejupyter-mpi-"))
         try:
-            (folder / "payload.pkl").write_bytes(cloudpickle.dumps((self.fn, tuple(self.args), dict(self.kwargs))))
-            argv = [launcher, "-n", str(self.nprocs), *_launcher_flags(launcher), *self.extra_args,
-                    sys.executable, "-m", "pipejupyter.work.mpi_child", str(folder)]
-            rc, out, err = run_streaming(argv, env=mpi_child_environ(), cwd=os.getcwd(), timeout=self.timeout)
+            (folder / "payload.pkl").write_bytes(
+                cloudpickle.dumps((self.fn, tuple(self.args), dict(self.kwargs)))
+            )
+            argv = [
+                launcher,
+                "-n",
+                str(self.nprocs),
+                *_launcher_flags(launcher),
+                *self.extra_args,
+                sys.executable,
+                "-m",
+                "pipejupyter.work.mpi_child",
+                str(folder),
+            ]
+            rc, out, err = run_streaming(
+                argv, env=mpi_child_environ(), cwd=os.getcwd(), timeout=self.timeout
+            )
             return _collect_ranks(folder, self.nprocs, rc, err or out)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -74,7 +89,9 @@ class MpiCall(Request):
         return digest("mpi", self.fn, self.args, self.kwargs, self.nprocs, self.extra_args)
 
 
-def mpirun(fn: Callable[..., Any], *args: Any, nprocs: int, timeout: float | None = None, **kwargs: Any) -> MpiCall:
+def mpirun(
+    fn: Callable[..., Any], *args: Any, nprocs: int, timeout: float | None = None, **kwargs: Any
+) -> MpiCall:
     """A request to run ``fn(*args, **kwargs)`` on ``nprocs`` MPI ranks; returns their results."""
     return MpiCall(fn, args, kwargs, nprocs, timeout)
 
@@ -95,7 +112,9 @@ def mpi_child_environ() -> dict[str, str]:
 @functools.lru_cache(maxsize=4)
 def _launcher_flags(launcher: str) -> tuple[str, ...]:
     try:
-        version = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=20).stdout
+        version = subprocess.run(
+            [launcher, "--version"], capture_output=True, text=True, timeout=20
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ()
     # Open MPI counts slots by cores and refuses more ranks than that without this flag.
@@ -110,7 +129,9 @@ def _collect_ranks(folder: Path, nprocs: int, rc: int, output: str) -> list[Any]
         path = folder / f"rank-{rank}.pkl"
         if not path.exists():
             tail = "\n  ".join(output.strip().splitlines()[-8:])
-            raise MpiError(f"MPI rank {rank} of {nprocs} returned nothing (mpirun exit status {rc}); output:\n  {tail}")
+            raise MpiError(
+                f"MPI rank {rank} of {nprocs} returned nothing (mpirun exit status {rc}); output:\n  {tail}"
+            )
         ok, value, error = cloudpickle.loads(path.read_bytes())
         if not ok:
             raise MpiError(f"MPI rank {rank} of {nprocs} failed:\n{error}")

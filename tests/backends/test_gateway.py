@@ -56,7 +56,9 @@ def test_create_scale_tasks_environment_list_connect_stop(gw, isolated):
         assert handle.status == "running"
         assert gw.active() == [name]
         # Builtins only: gateway workers cannot import this test module.
-        assert handle.client.gather(handle.client.map(abs, range(-10, 10))) == [abs(i) for i in range(-10, 10)]
+        assert handle.client.gather(handle.client.map(abs, range(-10, 10))) == [
+            abs(i) for i in range(-10, 10)
+        ]
 
         model = handle.model()
         assert model["backend"] == "gateway"
@@ -74,7 +76,10 @@ def test_create_scale_tasks_environment_list_connect_stop(gw, isolated):
         # (Lambdas travel by value; a module-level function of this file would not import there.)
         assert set(handle.client.run(lambda: os.environ.get("PJ_ODD")).values()) == {ODD_VALUE}
         # The gateway password is matched by the PIPEJUPYTER_* pattern but never sent.
-        assert all(gw.password not in env for env in handle.client.run(lambda: list(os.environ.values())).values())
+        assert all(
+            gw.password not in env
+            for env in handle.client.run(lambda: list(os.environ.values())).values()
+        )
 
         # `list` shows it once, beside a local cluster of this process.
         local = pipejupyter.start("local", workers=1, timeout=60)
@@ -150,7 +155,10 @@ def test_cluster_made_elsewhere_is_listed_connected_and_stopped_by_the_cli(gw, i
     # A cluster created with the plain dask-gateway client, not by pipejupyter.
     with _raw_gateway(gw.address, gw.user, gw.password) as gateway:
         name = gateway.submit()
-    assert wait_until(lambda: any(r["id"] == name and r["status"] == "running" for r in manager.list_clusters()), timeout=60)
+    assert wait_until(
+        lambda: any(r["id"] == name and r["status"] == "running" for r in manager.list_clusters()),
+        timeout=60,
+    )
     record = next(r for r in manager.list_clusters() if r["id"] == name)
     assert record["backend"] == "gateway"
     assert record["profile"] == "gw"
@@ -174,7 +182,9 @@ def test_cluster_made_elsewhere_is_listed_connected_and_stopped_by_the_cli(gw, i
 @pytest.mark.gateway
 def test_wrong_password_is_a_clear_error_and_leaves_nothing(gw, monkeypatch):
     monkeypatch.setenv("PJ_WRONG_PASSWORD", "wrong-password-7f3a")
-    box = bounded(lambda: pipejupyter.start("gw", overrides=["auth.password_env=PJ_WRONG_PASSWORD"]))
+    box = bounded(
+        lambda: pipejupyter.start("gw", overrides=["auth.password_env=PJ_WRONG_PASSWORD"])
+    )
     error = box.get("error")
     assert isinstance(error, ClusterError), box
     assert "rejected the credentials" in str(error)
@@ -226,7 +236,9 @@ def test_gateway_that_never_answers_times_out(isolated, monkeypatch):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        gateway = RealGateway(f"http://127.0.0.1:{silent.getsockname()[1]}", "any-password", "nobody")
+        gateway = RealGateway(
+            f"http://127.0.0.1:{silent.getsockname()[1]}", "any-password", "nobody"
+        )
         write_config(isolated / "work" / "config.yaml", gateway, request_timeout=1)
         box = bounded(lambda: pipejupyter.start("gw"), limit=30)
     error = box.get("error")
@@ -247,8 +259,14 @@ def test_connect_to_unknown_gateway_cluster(gw):
 def test_password_variable_not_set_fails_before_any_request(isolated, monkeypatch):
     monkeypatch.delenv("PJ_UNSET_PASSWORD", raising=False)
     gateway = RealGateway(f"http://127.0.0.1:{free_port()}", "", "nobody")
-    write_config(isolated / "work" / "config.yaml", gateway, auth={"type": "basic", "password_env": "PJ_UNSET_PASSWORD"})
-    with pytest.raises(ConfigError, match="environment variable 'PJ_UNSET_PASSWORD', which is not set"):
+    write_config(
+        isolated / "work" / "config.yaml",
+        gateway,
+        auth={"type": "basic", "password_env": "PJ_UNSET_PASSWORD"},
+    )
+    with pytest.raises(
+        ConfigError, match="environment variable 'PJ_UNSET_PASSWORD', which is not set"
+    ):
         pipejupyter.start("gw")
 
 
@@ -272,7 +290,9 @@ def test_scale_beyond_the_gateway_limit_says_so(gw):
     handle = pipejupyter.start("gw", workers=1, timeout=120)
     try:
         # ci/gateway_config.py: cluster_max_workers = 4 (GATEWAY_MAX_WORKERS)
-        with pytest.warns(GatewayLimitWarning, match="exceed resource limit of 4 workers. Scaling to 4 instead"):
+        with pytest.warns(
+            GatewayLimitWarning, match="exceed resource limit of 4 workers. Scaling to 4 instead"
+        ):
             handle.scale(10)
         model = handle.model()
         assert model["workers"] + model["pending"] == 4  # no pending rows for workers never coming
@@ -286,10 +306,22 @@ def test_scale_beyond_the_gateway_limit_says_so(gw):
     ("auth", "outcome"),
     [
         # A dotted class with $VAR in its kwargs: logs in (the unknown name is the only error).
-        ({"type": "dask_gateway.auth.BasicAuth", "kwargs": {"username": "{user}", "password": "$PIPEJUPYTER_TEST_GATEWAY_PASSWORD"}}, "no gateway cluster 'nosuch'"),
+        (
+            {
+                "type": "dask_gateway.auth.BasicAuth",
+                "kwargs": {"username": "{user}", "password": "$PIPEJUPYTER_TEST_GATEWAY_PASSWORD"},
+            },
+            "no gateway cluster 'nosuch'",
+        ),
         # JupyterHub tokens are not what this server checks: refused, and the token never shown.
-        ({"type": "jupyterhub", "api_token_env": "PJ_HUB_TOKEN"}, "rejected the credentials (HTTP 401)"),
-        ({"type": "jupyterhub", "api_token_env": "PJ_UNSET_TOKEN"}, "'PJ_UNSET_TOKEN', which is not set"),
+        (
+            {"type": "jupyterhub", "api_token_env": "PJ_HUB_TOKEN"},
+            "rejected the credentials (HTTP 401)",
+        ),
+        (
+            {"type": "jupyterhub", "api_token_env": "PJ_UNSET_TOKEN"},
+            "'PJ_UNSET_TOKEN', which is not set",
+        ),
     ],
 )
 def test_auth_types(gw, isolated, monkeypatch, auth, outcome):
@@ -315,7 +347,9 @@ def test_kerberos_needs_its_package(isolated):
         pytest.skip("kerberos is installed here")
     gateway = RealGateway(f"http://127.0.0.1:{free_port()}", "", "nobody")
     write_config(isolated / "work" / "config.yaml", gateway, auth={"type": "kerberos"})
-    with pytest.raises(ConfigError, match="kerberos authentication needs the Python package 'kerberos'"):
+    with pytest.raises(
+        ConfigError, match="kerberos authentication needs the Python package 'kerberos'"
+    ):
         pipejupyter.start("gw")
 
 
@@ -337,14 +371,23 @@ def test_gateway_notebook_runs(gw, isolated, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("PIPEJUPYTER_GATEWAY_USER", gw.user)  # so the fixture checks what it left
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
     notebook = nbformat.read(ROOT / "notebooks" / "03-gateway.ipynb", as_version=4)
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(isolated / "work")}})
+    client = NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(isolated / "work")}},
+    )
     box = bounded(client.execute, limit=600)
     assert "error" not in box, box.get("error")
     code = {c.source.splitlines()[0]: c for c in notebook.cells if c.cell_type == "code"}
     for cell in code.values():
-        assert not [o for o in cell.outputs if o["output_type"] == "error" or o.get("name") == "stderr"], cell.source
+        assert not [
+            o for o in cell.outputs if o["output_type"] == "error" or o.get("name") == "stderr"
+        ], cell.source
 
     config_text = _text(code["import os"])
     assert "password_env: PIPEJUPYTER_TEST_GATEWAY_PASSWORD" in config_text
@@ -354,14 +397,20 @@ def test_gateway_notebook_runs(gw, isolated, monkeypatch):
     assert "# note: not sent to gateway workers" in dry
     assert "refused: " in _text(code["import pipejupyter"])
     assert "worker_cores (integer 1..2" in _text(code["import pipejupyter"])
-    assert _text(code["cluster = %pipecluster start gateway -n 2"]).startswith("started gateway (gateway, id ")
+    assert _text(code["cluster = %pipecluster start gateway -n 2"]).startswith(
+        "started gateway (gateway, id "
+    )
     work = _text(code["from distributed import default_client"])
     assert "workers: 2\n" in work
     assert "squares: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in work
     assert "PIPELINE_STAGE on the workers: {\"calibrate 'field 3' $RUN\"}" in work
     assert f"{gw.address}/clusters/" in _text(code["%pipecluster dashboard"])
     assert " gateway " in _text(code["%pipecluster list"])
-    assert _text(code["%pipecluster stop"]).endswith("status: stopped\ngateway clusters still running: []\n")
-    everything = "".join(_text(c) + json.dumps([o.get("data", {}) for o in c.outputs]) for c in code.values())
+    assert _text(code["%pipecluster stop"]).endswith(
+        "status: stopped\ngateway clusters still running: []\n"
+    )
+    everything = "".join(
+        _text(c) + json.dumps([o.get("data", {}) for o in c.outputs]) for c in code.values()
+    )
     assert gw.password not in everything
     assert gw.active() == []

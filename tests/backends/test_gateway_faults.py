@@ -44,15 +44,22 @@ def test_sigkill_of_the_owning_kernel_stops_its_gateway_cluster(gw, isolated):
 
     work = isolated / "work"
     reapers_before = set(reapers())
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(work), env={**os.environ, "PYTHONPATH": str(ROOT)})
+    km, kc = start_new_kernel(
+        kernel_name="python3", cwd=str(work), env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     out: list[str] = []
     try:
         reply = kc.execute_interactive(
-            KERNEL_CELL, timeout=180,
-            output_hook=lambda msg: out.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None,
+            KERNEL_CELL,
+            timeout=180,
+            output_hook=lambda msg: (
+                out.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None
+            ),
         )
         assert reply["content"]["status"] == "ok", reply["content"].get("evalue")
-        name, record_id = next(line.split()[1:] for line in "".join(out).splitlines() if line.startswith("CLUSTER"))
+        name, record_id = next(
+            line.split()[1:] for line in "".join(out).splitlines() if line.startswith("CLUSTER")
+        )
         assert gw.active() == [name]
         assert cluster_processes(name), "the gateway runs no process for the cluster"
         assert [r["id"] for r in discovery.read_all(prune=False)] == [record_id]
@@ -61,11 +68,15 @@ def test_sigkill_of_the_owning_kernel_stops_its_gateway_cluster(gw, isolated):
 
         killed = time.monotonic()
         os.kill(km.provisioner.process.pid, 9)
-        assert wait_until(lambda: not gw.active(), timeout=60), f"still on the gateway: {gw.active()}"
+        assert wait_until(lambda: not gw.active(), timeout=60), (
+            f"still on the gateway: {gw.active()}"
+        )
         seconds = time.monotonic() - killed
         assert wait_until(lambda: not cluster_processes(name), timeout=30)
         assert wait_until(lambda: not discovery.read_all(prune=False), timeout=10)
-        assert wait_until(lambda: not guard & set(reapers()), timeout=10), "the reaper is still running"
+        assert wait_until(lambda: not guard & set(reapers()), timeout=10), (
+            "the reaper is still running"
+        )
         print(f"gateway cluster gone {seconds:.1f} s after SIGKILL of the kernel")
     finally:
         kc.stop_channels()

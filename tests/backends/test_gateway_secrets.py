@@ -32,7 +32,11 @@ class _Collect(logging.Handler):
 def test_password_never_shown(gw, isolated):
     """A password written in the file (the worst case) appears in no output at all."""
     assert len(gw.password) >= 8, "the test needs a password that cannot occur by chance"
-    write_config(isolated / "work" / "config.yaml", gw, auth={"type": "basic", "username": gw.user, "password": gw.password})
+    write_config(
+        isolated / "work" / "config.yaml",
+        gw,
+        auth={"type": "basic", "username": gw.user, "password": gw.password},
+    )
     collect = _Collect()
     root = logging.getLogger()
     old_level = root.level
@@ -65,7 +69,14 @@ def test_password_never_shown(gw, isolated):
     finally:
         root.removeHandler(collect)
         root.setLevel(old_level)
-    cli = run_cli("config", "--profile", "gw", "--origin", cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
+    cli = run_cli(
+        "config",
+        "--profile",
+        "gw",
+        "--origin",
+        cwd=isolated / "work",
+        env={"PYTHONPATH": str(ROOT)},
+    )
     dry = run_cli("dry-run", "gw", cwd=isolated / "work", env={"PYTHONPATH": str(ROOT)})
     shown += [cli.stdout, cli.stderr, dry.stdout, dry.stderr, *collect.lines]
     assert cli.returncode == 0

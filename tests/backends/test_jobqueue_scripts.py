@@ -26,9 +26,23 @@ from tests.support.common import line_of, write
 pytestmark = pytest.mark.usefixtures("isolated")
 pytest.importorskip("dask_jobqueue")
 
-HEADERS = {"pbs": "#PBS", "sge": "#$", "lsf": "#BSUB", "htcondor": "RequestCpus", "oar": "#OAR", "moab": "#PBS"}
-CLASSES = {"pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster", "htcondor": "HTCondorCluster",
-           "oar": "OARCluster", "moab": "MoabCluster", "slurm": "SLURMCluster"}
+HEADERS = {
+    "pbs": "#PBS",
+    "sge": "#$",
+    "lsf": "#BSUB",
+    "htcondor": "RequestCpus",
+    "oar": "#OAR",
+    "moab": "#PBS",
+}
+CLASSES = {
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+    "oar": "OARCluster",
+    "moab": "MoabCluster",
+    "slurm": "SLURMCluster",
+}
 
 
 # -- the export rule, in a real shell ---------------------------------------------------
@@ -46,28 +60,47 @@ TRICKY = {
 
 
 def test_exported_values_arrive_exactly_and_set_values_expand_on_the_node():
-    environ = {**TRICKY, "NODE_BASE": "/this-process-value", "OMPI_COMM_WORLD_RANK": "0", "PMIX_RANK": "0"}
+    environ = {
+        **TRICKY,
+        "NODE_BASE": "/this-process-value",
+        "OMPI_COMM_WORLD_RANK": "0",
+        "PMIX_RANK": "0",
+    }
     env = worker_environment(
-        {"pass": ["P_*", "OMPI_*", "PMIX_*"], "set": {
-            "S_NODE": "$NODE_BASE/sub dir",
-            "S_BRACES": "${NODE_BASE}x",
-            "S_QUOTES": 'a "quoted" \'word\'',
-            "S_BACKTICK": "`echo no`",
-            "S_BACKSLASH": "c:\\path",
-        }},
+        {
+            "pass": ["P_*", "OMPI_*", "PMIX_*"],
+            "set": {
+                "S_NODE": "$NODE_BASE/sub dir",
+                "S_BRACES": "${NODE_BASE}x",
+                "S_QUOTES": "a \"quoted\" 'word'",
+                "S_BACKTICK": "`echo no`",
+                "S_BACKSLASH": "c:\\path",
+            },
+        },
         environ=environ,
     )
     lines = export_lines(env)
-    assert not [line for line in lines if "OMPI_" in line or "PMIX_" in line], "MPI variables must never reach a job"
-    script = "\n".join(lines) + "\nexec python3 -c 'import json, os; print(json.dumps(dict(os.environ)))'\n"
+    assert not [line for line in lines if "OMPI_" in line or "PMIX_" in line], (
+        "MPI variables must never reach a job"
+    )
+    script = (
+        "\n".join(lines)
+        + "\nexec python3 -c 'import json, os; print(json.dumps(dict(os.environ)))'\n"
+    )
     # The node's own NODE_BASE differs from this process's: set values must use the node's.
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={"PATH": os.environ["PATH"], "NODE_BASE": "/node"}, check=True)
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "NODE_BASE": "/node"},
+        check=True,
+    )
     seen = json.loads(done.stdout)
     for name, value in TRICKY.items():
         assert seen[name] == value, name
     assert seen["S_NODE"] == "/node/sub dir"
     assert seen["S_BRACES"] == "/nodex"
-    assert seen["S_QUOTES"] == 'a "quoted" \'word\''
+    assert seen["S_QUOTES"] == "a \"quoted\" 'word'"
     assert seen["S_BACKTICK"] == "`echo no`"
     assert seen["S_BACKSLASH"] == "c:\\path"
 
@@ -108,7 +141,9 @@ def test_scheduler_probe_ends_the_job_fast_when_the_scheduler_is_gone():
 
 @pytest.mark.parametrize("backend", ["pbs", "sge", "lsf", "htcondor"])
 def test_native_profile_job_script(isolated, backend):
-    cfg = write(isolated / "native.yaml", f"""
+    cfg = write(
+        isolated / "native.yaml",
+        f"""
         pipecluster:
           default: batch
           env:
@@ -126,7 +161,8 @@ def test_native_profile_job_script(isolated, backend):
                 {"" if backend == "htcondor" else 'walltime: "02:00:00"'}
                 local_directory: $LOCALDIR
                 job_script_prologue: ["module load casa"]
-        """)
+        """,
+    )
     os.environ["PJ_FROM_HERE"] = "it's here"
     try:
         text = manager.dry_run(config=cfg)
@@ -140,7 +176,7 @@ def test_native_profile_job_script(isolated, backend):
     assert "--memory-limit 3.00GiB" in text
     if backend == "htcondor":
         # HTCondor puts the prologue into `sh -c '...'`, with its own doubling of quotes.
-        assert "export SCRATCH_DIR=\"\"$TMPDIR/scratch\"\"" in text
+        assert 'export SCRATCH_DIR=""$TMPDIR/scratch""' in text
         assert "module load casa; " in text
     else:
         assert 'export SCRATCH_DIR="$TMPDIR/scratch"' in text
@@ -148,13 +184,21 @@ def test_native_profile_job_script(isolated, backend):
         assert "bigq" in text
         # Exports come first, then the user's prologue, then the worker command.
         script = text.split("# job script", 1)[1]
-        assert script.index("export SCRATCH_DIR") < script.index("module load casa") < script.index("distributed.cli.dask_worker")
-    assert not (isolated / "work" / "pipejupyter-logs").exists(), "a dry run must leave no directory behind"
+        assert (
+            script.index("export SCRATCH_DIR")
+            < script.index("module load casa")
+            < script.index("distributed.cli.dask_worker")
+        )
+    assert not (isolated / "work" / "pipejupyter-logs").exists(), (
+        "a dry run must leave no directory behind"
+    )
 
 
 @pytest.mark.parametrize("backend", ["pbs", "sge", "lsf", "htcondor", "slurm"])
 def test_single_cluster_file_with_cluster_class(isolated, backend):
-    cfg = write(isolated / "runner.yaml", f"""
+    cfg = write(
+        isolated / "runner.yaml",
+        f"""
         cluster_class: dask_jobqueue.{CLASSES[backend]}
         cluster_kwargs:
           cores: 4
@@ -165,7 +209,8 @@ def test_single_cluster_file_with_cluster_class(isolated, backend):
         adapt_kwargs:
           minimum_jobs: 1
           maximum_jobs: 3
-        """)
+        """,
+    )
     spec, backend_obj = manager.prepare(config=cfg)
     assert spec.backend == backend
     assert spec.profile == "runner"
@@ -181,7 +226,9 @@ def test_single_cluster_file_with_cluster_class(isolated, backend):
 
 
 def test_casa_pipeline_htcondor_job_script(isolated):
-    cfg = write(isolated / "home" / ".casa" / "config.yaml", """
+    cfg = write(
+        isolated / "home" / ".casa" / "config.yaml",
+        """
         pipeconfig:
           dask:
             clustertype: htcondor
@@ -195,7 +242,8 @@ def test_casa_pipeline_htcondor_job_script(isolated):
                 job_extra_directives: {"+WantFlocking": "true"}
         casaconfig:
           measures_auto_update: false
-        """)
+        """,
+    )
     spec, backend = manager.prepare()
     assert spec.backend == "htcondor"
     assert spec.workers == 3
@@ -212,7 +260,9 @@ def test_casa_pipeline_htcondor_job_script(isolated):
 
 
 def test_local_style_keys_become_per_job_sizes(isolated):
-    cfg = write(isolated / "c.yaml", """
+    cfg = write(
+        isolated / "c.yaml",
+        """
         pipecluster:
           profiles:
             big:
@@ -223,7 +273,8 @@ def test_local_style_keys_become_per_job_sizes(isolated):
                 memory_limit: 2GiB
                 n_workers: 6
                 dashboard_address: "127.0.0.1:0"
-        """)
+        """,
+    )
     spec = load_config(cfg).resolve("big")
     kwargs = spec.cluster_kwargs
     assert kwargs["cores"] == 4
@@ -270,7 +321,12 @@ def test_inside_a_slurm_job_queue_and_job_name_follow_it(isolated, monkeypatch):
     assert spec.cluster_kwargs["queue"] == "gpuq"
     assert spec.origin["cluster_kwargs.queue"] == "environment (SLURM_JOB_PARTITION)"
     assert spec.cluster_kwargs["job_name"] == "my-notebook-dask"
-    configured = load_config(overrides=["profiles.slurm.cluster_kwargs.queue=cpuq", "profiles.slurm.cluster_kwargs.job_name=mine"]).resolve("slurm")
+    configured = load_config(
+        overrides=[
+            "profiles.slurm.cluster_kwargs.queue=cpuq",
+            "profiles.slurm.cluster_kwargs.job_name=mine",
+        ]
+    ).resolve("slurm")
     assert configured.cluster_kwargs["queue"] == "cpuq"
     assert configured.cluster_kwargs["job_name"] == "mine"
 
@@ -279,7 +335,9 @@ def test_inside_a_slurm_job_queue_and_job_name_follow_it(isolated, monkeypatch):
 
 
 def test_memory_that_is_not_a_size_names_file_line_and_key(isolated):
-    cfg = write(isolated / "c.yaml", """
+    cfg = write(
+        isolated / "c.yaml",
+        """
         pipecluster:
           profiles:
             s:
@@ -287,7 +345,8 @@ def test_memory_that_is_not_a_size_names_file_line_and_key(isolated):
               cluster_kwargs:
                 cores: 1
                 memory: lots
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as err:
         load_config(cfg).resolve("s")
     text = str(err.value)
@@ -297,12 +356,15 @@ def test_memory_that_is_not_a_size_names_file_line_and_key(isolated):
     assert "4GiB" in text
 
 
-@pytest.mark.parametrize("key,value,expect", [
-    ("walltime", "'1 hour'", "is not a SLURM time"),
-    ("cores", "0", "cores must be a whole number >= 1"),
-    ("processes", "3", "processes=3 is more than cores=1"),
-    ("queu", "debug", "did you mean 'queue'"),
-])
+@pytest.mark.parametrize(
+    "key,value,expect",
+    [
+        ("walltime", "'1 hour'", "is not a SLURM time"),
+        ("cores", "0", "cores must be a whole number >= 1"),
+        ("processes", "3", "processes=3 is more than cores=1"),
+        ("queu", "debug", "did you mean 'queue'"),
+    ],
+)
 def test_bad_slurm_settings(isolated, key, value, expect):
     settings = {"cores": "1", "memory": "1GiB", key: value}
     text = "pipecluster:\n  profiles:\n    s:\n      backend: slurm\n      cluster_kwargs:\n"
@@ -328,4 +390,3 @@ def test_sbatch_runs_without_mpi_or_enclosing_job_variables(isolated, monkeypatc
     assert "SLURM_MEM_PER_CPU" not in environ
     assert "SLURM_CONF" in environ
     assert "PATH" in environ
-

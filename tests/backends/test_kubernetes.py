@@ -19,7 +19,13 @@ from pipejupyter.lifecycle import manager
 from tests.support.common import ROOT, require, run_cli
 
 ODD_VALUE = "a b 'single' \"double\" $HOME $(NOT_EXPANDED) back\\slash"
-MPI_ENVIRON = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2", "PMIX_RANK": "0", "OMPI_MCA_plm": "x", "PMI_FD": "3"}
+MPI_ENVIRON = {
+    "OMPI_COMM_WORLD_RANK": "0",
+    "OMPI_COMM_WORLD_SIZE": "2",
+    "PMIX_RANK": "0",
+    "OMPI_MCA_plm": "x",
+    "PMI_FD": "3",
+}
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -48,7 +54,9 @@ def write_profile(isolated: Path, **profile) -> Path:
 
 
 def containers(resource: dict) -> list[dict]:
-    return [c for part in ("scheduler", "worker") for c in resource["spec"][part]["spec"]["containers"]]
+    return [
+        c for part in ("scheduler", "worker") for c in resource["spec"][part]["spec"]["containers"]
+    ]
 
 
 def env_of(container: dict) -> dict[str, str]:
@@ -70,7 +78,10 @@ def test_cluster_spec_carries_image_resources_environment_and_no_mpi(isolated, m
     assert resource["spec"]["worker"]["replicas"] == 3
     for container in containers(resource):
         assert container["image"] == "ghcr.io/dask/dask:2026.8.0"
-        assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+        assert container["resources"] == {
+            "requests": {"cpu": "1", "memory": "2Gi"},
+            "limits": {"memory": "2Gi"},
+        }
         env = env_of(container)
         assert env["PJ_ODD"] == ODD_VALUE  # exactly as written: no shell on the way
         assert env["PJ_COPIED"] == "from here"  # passed through by pattern
@@ -83,7 +94,9 @@ def test_cluster_spec_carries_image_resources_environment_and_no_mpi(isolated, m
 def test_dry_run_prints_the_resource_without_secrets(isolated):
     write_profile(isolated, cluster_name="survey-7")
     text = pipejupyter.dry_run("k8s")
-    resource_text = text.split("# DaskCluster resource (dask_kubernetes.operator.make_cluster_spec):\n", 1)[1]
+    resource_text = text.split(
+        "# DaskCluster resource (dask_kubernetes.operator.make_cluster_spec):\n", 1
+    )[1]
     resource = yaml.safe_load(resource_text)
     assert resource["metadata"]["name"] == "survey-7"
     assert env_of(containers(resource)[1])["PJ_ODD"] == ODD_VALUE
@@ -118,10 +131,16 @@ def test_kubecluster_file_format_is_translated(isolated):
 @pytest.mark.parametrize(
     ("profile", "message"),
     [
-        ({"resources": {"request": {"cpu": "1"}}}, "unknown key 'request' (did you mean 'requests'?)"),
+        (
+            {"resources": {"request": {"cpu": "1"}}},
+            "unknown key 'request' (did you mean 'requests'?)",
+        ),
         ({"cluster_name": "Bad_Name"}, "'Bad_Name' cannot name a DaskCluster"),
         ({"imagee": "x"}, "did you mean 'image'?"),
-        ({"cluster_kwargs": {"custom_cluster_spec": {}}}, "custom_cluster_spec is built by pipejupyter"),
+        (
+            {"cluster_kwargs": {"custom_cluster_spec": {}}},
+            "custom_cluster_spec is built by pipejupyter",
+        ),
         ({"cluster_kwargs": {"n_worker": 2}}, "KubeCluster does not accept 'n_worker'"),
     ],
 )
@@ -166,8 +185,12 @@ def _kubeconfig(isolated: Path, server: str) -> Path:
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "science"}}],
+                "clusters": [
+                    {"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}
+                ],
+                "contexts": [
+                    {"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "science"}}
+                ],
                 "current-context": "x",
                 "users": [{"name": "u", "user": {"token": "kube-t0ken-value"}}],
             }
@@ -192,7 +215,9 @@ def test_api_that_never_answers_times_out(isolated, monkeypatch):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(isolated, f"https://127.0.0.1:{silent.getsockname()[1]}")))
+        monkeypatch.setenv(
+            "KUBECONFIG", str(_kubeconfig(isolated, f"https://127.0.0.1:{silent.getsockname()[1]}"))
+        )
         write_profile(isolated, api_timeout=1)
         error = _start_error()
     assert isinstance(error, ClusterError), error

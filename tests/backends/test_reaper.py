@@ -43,7 +43,10 @@ def _owner(tmp_path: Path, release: bool) -> tuple[subprocess.Popen, dict, Path,
     marker, record = tmp_path / "stopped", tmp_path / "cluster-x.json"
     proc = subprocess.Popen(
         [sys.executable, "-c", OWNER, str(marker), str(record), "release" if release else "keep"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         start_new_session=True,  # its own process group, as a kernel has
     )
     info = json.loads(proc.stdout.readline())
@@ -52,7 +55,9 @@ def _owner(tmp_path: Path, release: bool) -> tuple[subprocess.Popen, dict, Path,
     return proc, info, marker, record
 
 
-@pytest.mark.parametrize("how", ["SIGKILL of the owner", "SIGKILL of its process group (kernel restart)"])
+@pytest.mark.parametrize(
+    "how", ["SIGKILL of the owner", "SIGKILL of its process group (kernel restart)"]
+)
 def test_owner_killed_runs_the_order_and_removes_the_record(tmp_path, how):
     proc, info, marker, record = _owner(tmp_path, release=False)
     assert os.getsid(info["reaper"]) != os.getsid(proc.pid)  # outside the owner's session
@@ -64,7 +69,9 @@ def test_owner_killed_runs_the_order_and_removes_the_record(tmp_path, how):
     proc.wait()
     assert wait_until(marker.exists, timeout=10), "the order was not carried out"
     assert wait_until(lambda: not record.exists(), timeout=5)
-    assert wait_until(lambda: not pid_alive(info["reaper"]), timeout=10), "the reaper outlived its work"
+    assert wait_until(lambda: not pid_alive(info["reaper"]), timeout=10), (
+        "the reaper outlived its work"
+    )
 
 
 def test_release_means_nothing_is_done_even_when_the_owner_dies_later(tmp_path):

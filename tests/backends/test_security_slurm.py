@@ -30,7 +30,9 @@ def test_tls_slurm_cluster_runs_tasks_and_refuses_clients_without_its_certificat
     from distributed.security import Security
 
     with _no_warning():
-        handle = pipejupyter.start("slurm", workers=1, overrides=[*SMALL, "security=tls"], timeout=180)
+        handle = pipejupyter.start(
+            "slurm", workers=1, overrides=[*SMALL, "security=tls"], timeout=180
+        )
     try:
         address = handle.scheduler_address
         assert address.startswith("tls://127.0.0.1:")
@@ -43,11 +45,15 @@ def test_tls_slurm_cluster_runs_tasks_and_refuses_clients_without_its_certificat
         keys = _key_files(logs)
         assert {p.name.split(".")[3] for p in keys} >= {"ca_file", "cert", "key"}, keys
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in keys)
-        assert not list((isolated / "work").glob(".dask-jobqueue.*"))  # not in the working directory
+        assert not list(
+            (isolated / "work").glob(".dask-jobqueue.*")
+        )  # not in the working directory
         assert_refused(address)  # no certificate at all
         assert_refused(address, OSError, security=Security.temporary())  # another authority's
         assert_refused(address.replace("tls://", "tcp://"), OSError)  # plain TCP to the TLS port
-        assert_refused(worker_address, OSError, security=Security.temporary())  # nor to the worker directly
+        assert_refused(
+            worker_address, OSError, security=Security.temporary()
+        )  # nor to the worker directly
     finally:
         handle.stop(timeout=30)
     assert not _key_files(isolated), "certificate files left after stop"

@@ -77,7 +77,9 @@ def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
 
     handle.adapt(1, 2)
     assert handle.model()["adapt"] == {"minimum": 1, "maximum": 2}
-    assert wait_until(lambda: len(jobs_under(isolated)) == 1 and handle.model()["workers"] == 1, timeout=60)
+    assert wait_until(
+        lambda: len(jobs_under(isolated)) == 1 and handle.model()["workers"] == 1, timeout=60
+    )
     futures = handle.client.map(_slow, range(40))  # load: adaptivity asks for the second job
     assert wait_until(lambda: handle.model()["workers"] == 2, timeout=90)
     wait(futures, timeout=120)
@@ -111,7 +113,8 @@ def test_stop_cancels_pending_jobs_too(isolated):
 def test_environment_reaches_the_job_exactly(isolated, monkeypatch):
     monkeypatch.setenv("PJ_TRICKY", "spaces  and 'single' \"double\" $HOME `x` \\ back")
     cfg = isolated / "env.yaml"
-    cfg.write_text(textwrap.dedent("""\
+    cfg.write_text(
+        textwrap.dedent("""\
         pipecluster:
           env:
             pass: [PJ_TRICKY]
@@ -123,15 +126,20 @@ def test_environment_reaches_the_job_exactly(isolated, monkeypatch):
               cluster_kwargs:
                 local_directory: $PJ_LOCAL
                 job_script_prologue: ["export PJ_LOCAL=$(mktemp -d)"]
-        """))
+        """)
+    )
     handle = pipejupyter.start("slurm", workers=1, config=cfg, overrides=SMALL, timeout=120)
-    seen = handle.client.submit(_env, ["PJ_TRICKY", "PJ_NODE_HOME", "PJ_QUOTED", "HOME", "PJ_LOCAL", "SLURM_JOB_ID"]).result(timeout=60)
+    seen = handle.client.submit(
+        _env, ["PJ_TRICKY", "PJ_NODE_HOME", "PJ_QUOTED", "HOME", "PJ_LOCAL", "SLURM_JOB_ID"]
+    ).result(timeout=60)
     assert seen["SLURM_JOB_ID"] in jobs_under(isolated), "the task ran inside a SLURM job"
     assert seen["PJ_TRICKY"] == os.environ["PJ_TRICKY"]
     assert seen["PJ_NODE_HOME"] == f"{seen['HOME']}/on-node"
     assert seen["PJ_QUOTED"] == 'a "b" c'
     worker_dir = handle.client.run(lambda dask_worker: dask_worker.local_directory)
-    assert next(iter(worker_dir.values())).startswith(seen["PJ_LOCAL"])  # $PJ_LOCAL expanded on the node
+    assert next(iter(worker_dir.values())).startswith(
+        seen["PJ_LOCAL"]
+    )  # $PJ_LOCAL expanded on the node
     handle.stop()
 
 
@@ -174,16 +182,31 @@ def _run_nested(isolated, mode: str) -> dict:
     # The enclosing job sets SLURM_MEM_PER_CPU (--mem-per-cpu); a nested sbatch that
     # inherits it gives the new job both SLURM_MEM_PER_CPU and SLURM_MEM_PER_NODE.
     done = subprocess.run(
-        ["sbatch", "--wait", "-J", f"outer {mode}", "--mem-per-cpu=300", "-c", "1", "-t", "00:15:00",
-         "-o", str(out), "--wrap", f"{sys.executable} {script} {mode}"],
-        capture_output=True, text=True, timeout=900,
+        [
+            "sbatch",
+            "--wait",
+            "-J",
+            f"outer {mode}",
+            "--mem-per-cpu=300",
+            "-c",
+            "1",
+            "-t",
+            "00:15:00",
+            "-o",
+            str(out),
+            "--wrap",
+            f"{sys.executable} {script} {mode}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     text = out.read_text() if out.exists() else ""
     assert done.returncode == 0, f"outer job failed: {done.stderr}\n{text[-3000:]}"
     line = next((ln for ln in text.splitlines() if ln.startswith("REPORT ")), None)
     assert line, f"no report from the outer job:\n{text[-3000:]}"
-    return json.loads(line[len("REPORT "):])
+    return json.loads(line[len("REPORT ") :])
 
 
 def test_nested_submission_from_inside_an_sbatch_job(isolated):
@@ -246,11 +269,17 @@ def test_mpi_launch_variables_never_reach_the_job(isolated):
     mpirun = ["mpirun", "-n", "1", *(["--allow-run-as-root"] if os.geteuid() == 0 else [])]
     reports = {}
     for mode in ("ours", "raw"):
-        done = subprocess.run([*mpirun, sys.executable, str(script), mode], capture_output=True, text=True,
-                              timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=isolated / "work")
+        done = subprocess.run(
+            [*mpirun, sys.executable, str(script), mode],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=isolated / "work",
+        )
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("REPORT ")), None)
         assert line, f"{mode}: {done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-        reports[mode] = json.loads(line[len("REPORT "):])
+        reports[mode] = json.loads(line[len("REPORT ") :])
     assert reports["ours"]["launcher"] > 10  # really under mpirun
     assert reports["ours"]["job"] == []
     assert len(reports["raw"]["job"]) > 10  # without sanitization they do arrive
@@ -298,15 +327,40 @@ def _nothing_left(isolated, before_children):
     assert wait_until(lambda: not (live_children(os.getpid()) - before_children), timeout=10)
 
 
-@pytest.mark.parametrize("override,ours,sbatch_says", [
-    ("cluster_kwargs.queue=nosuch", "partition 'nosuch' does not exist", "invalid partition specified: nosuch"),
-    ("cluster_kwargs.walltime=02:00:00", "walltime '02:00:00' is longer than partition 'debug' allows", "Requested time limit is invalid"),
-    ("cluster_kwargs.memory=100GiB", "memory asks for 102400 MB per job", "Requested node configuration is not available"),
-    ("cluster_kwargs.cores=4", "cores=4 CPUs per job", "More processors requested than permitted"),
-])
-def test_profile_the_partition_cannot_run_is_refused_before_submitting(isolated, override, ours, sbatch_says):
+@pytest.mark.parametrize(
+    "override,ours,sbatch_says",
+    [
+        (
+            "cluster_kwargs.queue=nosuch",
+            "partition 'nosuch' does not exist",
+            "invalid partition specified: nosuch",
+        ),
+        (
+            "cluster_kwargs.walltime=02:00:00",
+            "walltime '02:00:00' is longer than partition 'debug' allows",
+            "Requested time limit is invalid",
+        ),
+        (
+            "cluster_kwargs.memory=100GiB",
+            "memory asks for 102400 MB per job",
+            "Requested node configuration is not available",
+        ),
+        (
+            "cluster_kwargs.cores=4",
+            "cores=4 CPUs per job",
+            "More processors requested than permitted",
+        ),
+    ],
+)
+def test_profile_the_partition_cannot_run_is_refused_before_submitting(
+    isolated, override, ours, sbatch_says
+):
     before = live_children(os.getpid())
-    overrides = [*SMALL, override] if "memory" not in override else ["cluster_kwargs.walltime=00:20:00", override]
+    overrides = (
+        [*SMALL, override]
+        if "memory" not in override
+        else ["cluster_kwargs.walltime=00:20:00", override]
+    )
     with pytest.raises(ConfigError) as err:
         pipejupyter.start("slurm", workers=2, overrides=overrides, timeout=60)
     text = str(err.value)
@@ -324,7 +378,9 @@ def test_profile_the_partition_cannot_run_is_refused_before_submitting(isolated,
 def test_memory_string_sbatch_rejects(isolated):
     before = live_children(os.getpid())
     with pytest.raises(ClusterError) as err:
-        pipejupyter.start("slurm", workers=1, overrides=[*SMALL, "cluster_kwargs.job_mem=lots"], timeout=60)
+        pipejupyter.start(
+            "slurm", workers=1, overrides=[*SMALL, "cluster_kwargs.job_mem=lots"], timeout=60
+        )
     assert "sbatch rejects the worker job" in str(err.value)
     assert "Invalid --mem specification" in str(err.value)
     assert "--mem=lots" in str(err.value)
@@ -339,7 +395,14 @@ def test_memory_string_dask_rejects(isolated):
 
 def test_sbatch_missing(isolated, monkeypatch):
     before = live_children(os.getpid())
-    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not os.path.exists(os.path.join(p, "sbatch"))))
+    monkeypatch.setenv(
+        "PATH",
+        os.pathsep.join(
+            p
+            for p in os.environ["PATH"].split(os.pathsep)
+            if not os.path.exists(os.path.join(p, "sbatch"))
+        ),
+    )
     with pytest.raises(ClusterError, match="sbatch not found on PATH"):
         pipejupyter.start("slurm", workers=1, overrides=SMALL, timeout=60)
     _nothing_left(isolated, before)
@@ -351,7 +414,9 @@ def test_submission_failure_after_start_is_raised_by_scale(isolated, monkeypatch
     handle = pipejupyter.start("slurm", workers=1, overrides=SMALL, timeout=120)
     fake = isolated / "fakebin"
     fake.mkdir()
-    (fake / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified' >&2\nexit 1\n")
+    (fake / "sbatch").write_text(
+        "#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified' >&2\nexit 1\n"
+    )
     (fake / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(ClusterError, match="Invalid account or account/partition combination"):
@@ -369,11 +434,14 @@ def test_second_job_refused_at_start_leaves_nothing_queued(isolated, monkeypatch
     """sbatch --test-only agrees, the first real submission works, the second fails: start
     raises sbatch's message and the job that was queued is cancelled again."""
     before = live_children(os.getpid())
-    real = subprocess.run(["which", "sbatch"], capture_output=True, text=True, check=True).stdout.strip()
+    real = subprocess.run(
+        ["which", "sbatch"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     fake = isolated / "fakebin"
     fake.mkdir()
     counter = isolated / "submissions"
-    (fake / "sbatch").write_text(textwrap.dedent(f"""\
+    (fake / "sbatch").write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         [ "$1" = --test-only ] && exec {real} "$@"
         echo x >> {counter}
@@ -381,7 +449,8 @@ def test_second_job_refused_at_start_leaves_nothing_queued(isolated, monkeypatch
         mkdir {isolated / "first"} 2>/dev/null && exec {real} "$@"
         echo 'sbatch: error: Batch job submission failed: Job violates accounting/QOS policy' >&2
         exit 1
-        """))
+        """)
+    )
     (fake / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(ClusterError) as err:

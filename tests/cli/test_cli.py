@@ -14,11 +14,22 @@ pytestmark = pytest.mark.usefixtures("isolated")
 
 def test_config_json_native(isolated):
     path = isolated / "native.yaml"
-    path.write_text("pipecluster:\n  profiles:\n    big:\n      backend: local\n      workers: 3\n      env:\n        set: {MY_TOKEN: abcdefgh}\n")
+    path.write_text(
+        "pipecluster:\n  profiles:\n    big:\n      backend: local\n      workers: 3\n      env:\n        set: {MY_TOKEN: abcdefgh}\n"
+    )
     out = run_cli("config", "--profile", "big", "-f", str(path), "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert set(data) >= {"profile", "backend", "cluster_class", "cluster_kwargs", "adapt_kwargs", "workers", "env", "mpi"}
+    assert set(data) >= {
+        "profile",
+        "backend",
+        "cluster_class",
+        "cluster_kwargs",
+        "adapt_kwargs",
+        "workers",
+        "env",
+        "mpi",
+    }
     assert data["profile"] == "big"
     assert data["backend"] == "local"
     assert data["workers"] == 3
@@ -30,7 +41,8 @@ def test_config_json_native(isolated):
 def test_config_json_casa_pipeline_with_origin(isolated):
     path = isolated / "home" / ".casa" / "config.yaml"
     path.parent.mkdir()
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         pipeconfig:
           dask:
             clustertype: local
@@ -38,7 +50,8 @@ def test_config_json_casa_pipeline_with_origin(isolated):
             dashboard_address: "127.0.0.1:0"
         casaconfig:
           measures_auto_update: false
-        """))
+        """)
+    )
     out = run_cli("config", "--json", "--origin")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -51,7 +64,9 @@ def test_config_json_casa_pipeline_with_origin(isolated):
 
 def test_config_json_single_cluster_file(isolated):
     path = isolated / "runner.yaml"
-    path.write_text("cluster_class: distributed.LocalCluster\ncluster_kwargs:\n  n_workers: 2\n  memory_limit: 1GiB\n")
+    path.write_text(
+        "cluster_class: distributed.LocalCluster\ncluster_kwargs:\n  n_workers: 2\n  memory_limit: 1GiB\n"
+    )
     out = run_cli("config", "-f", str(path), "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -76,7 +91,15 @@ def test_profiles_env_and_dry_run(isolated):
     assert out.returncode == 0
     assert "* local" in out.stdout
     assert "slurm" in out.stdout
-    out = run_cli("env", "--json", env={"CASA_SECRET_KEY": "topsecret99", "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "1"})
+    out = run_cli(
+        "env",
+        "--json",
+        env={
+            "CASA_SECRET_KEY": "topsecret99",
+            "OMPI_COMM_WORLD_RANK": "0",
+            "OMPI_COMM_WORLD_SIZE": "1",
+        },
+    )
     data = json.loads(out.stdout)
     assert data["variables"]["CASA_SECRET_KEY"] == "********"
     assert "OMPI_COMM_WORLD_SIZE" in data["removed_mpi"]

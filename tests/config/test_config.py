@@ -58,13 +58,21 @@ def test_native_profile_in_working_directory_with_provenance(isolated):
     assert spec.env["set"] == {"PIPELINE_MODE": "fast"}
     assert "PYTHONPATH" in spec.env["pass"]  # package default pass-list still applies
     assert spec.origin["workers"] == f"{cfg_file}:{line_of(cfg_file, 'workers: 3')}"
-    assert spec.origin["cluster_kwargs.memory_limit"] == f"{cfg_file}:{line_of(cfg_file, 'memory_limit')}"
-    assert spec.origin["env.set.PIPELINE_MODE"] == f"{cfg_file}:{line_of(cfg_file, 'PIPELINE_MODE')}"
+    assert (
+        spec.origin["cluster_kwargs.memory_limit"]
+        == f"{cfg_file}:{line_of(cfg_file, 'memory_limit')}"
+    )
+    assert (
+        spec.origin["env.set.PIPELINE_MODE"] == f"{cfg_file}:{line_of(cfg_file, 'PIPELINE_MODE')}"
+    )
 
 
 def test_merge_order_each_layer_wins_over_the_one_before(isolated, monkeypatch):
     def layer(path: Path, n: int) -> Path:
-        return write(path, f"pipecluster:\n  profiles:\n    local:\n      workers: {n}\n      description: layer{n}\n")
+        return write(
+            path,
+            f"pipecluster:\n  profiles:\n    local:\n      workers: {n}\n      description: layer{n}\n",
+        )
 
     casa = layer(isolated / "home" / ".casa" / "config.yaml", 1)
     spec = load_config().resolve()
@@ -96,13 +104,26 @@ def test_merge_order_each_layer_wins_over_the_one_before(isolated, monkeypatch):
 
 
 def test_deep_merge_keeps_sibling_keys(isolated):
-    write(isolated / "work" / "config.yaml", "pipecluster:\n  profiles:\n    local:\n      cluster_kwargs:\n        memory_limit: 2GiB\n")
+    write(
+        isolated / "work" / "config.yaml",
+        "pipecluster:\n  profiles:\n    local:\n      cluster_kwargs:\n        memory_limit: 2GiB\n",
+    )
     spec = load_config().resolve()
-    assert spec.cluster_kwargs == {"threads_per_worker": 1, "processes": True, "memory_limit": "2GiB"}
+    assert spec.cluster_kwargs == {
+        "threads_per_worker": 1,
+        "processes": True,
+        "memory_limit": "2GiB",
+    }
 
 
 def test_override_paths_absolute_and_relative_to_profile(isolated):
-    cfg = load_config(overrides=["cluster_kwargs.memory_limit=3GiB", "pipecluster.profiles.local.workers=2", "mpi.sanitize=never"])
+    cfg = load_config(
+        overrides=[
+            "cluster_kwargs.memory_limit=3GiB",
+            "pipecluster.profiles.local.workers=2",
+            "mpi.sanitize=never",
+        ]
+    )
     spec = cfg.resolve()
     assert spec.cluster_kwargs["memory_limit"] == "3GiB"
     assert spec.workers == 2
@@ -158,7 +179,10 @@ def test_casa_pipeline_format_maps_onto_profiles(isolated):
     assert cfg.profiles["htcondor"]["cluster_kwargs"]["disk"] == "4GiB"
     assert cfg.tree["dask_config"] == {"distributed": {"worker": {"memory": {"target": 0.7}}}}
     assert cfg.tree["pipeline"] == {"tier0futures": False}
-    assert cfg.where(("profiles", "slurm", "cluster_kwargs", "queue")) == f"{path}:{line_of(path, 'queue: debug')}"
+    assert (
+        cfg.where(("profiles", "slurm", "cluster_kwargs", "queue"))
+        == f"{path}:{line_of(path, 'queue: debug')}"
+    )
     assert cfg.where(("default",)) == f"{path}:{line_of(path, 'clustertype')}"
     spec = cfg.resolve("local")
     assert spec.workers == 6
@@ -168,7 +192,10 @@ def test_casa_pipeline_format_maps_onto_profiles(isolated):
 
 def test_casa_null_n_workers_keeps_default_rule(isolated, monkeypatch):
     monkeypatch.setenv("SLURM_NTASKS", "3")
-    write(isolated / "work" / "config.yaml", "pipeconfig:\n  dask:\n    clustertype: local\n    n_workers: null\n")
+    write(
+        isolated / "work" / "config.yaml",
+        "pipeconfig:\n  dask:\n    clustertype: local\n    n_workers: null\n",
+    )
     assert load_config().resolve().workers == 3
 
 
@@ -208,18 +235,35 @@ def test_single_cluster_adapt_kwargs_with_jobs_aliases(isolated):
 
 def test_formats_mix_along_the_chain(isolated):
     write(isolated / "home" / ".casa" / "config.yaml", "pipeconfig:\n  dask:\n    n_workers: 2\n")
-    write(isolated / "work" / "config.yaml", "pipecluster:\n  profiles:\n    local:\n      cluster_kwargs: {memory_limit: 1GiB}\n")
-    single = write(isolated / "one.yaml", "cluster_class: distributed.LocalCluster\ncluster_kwargs: {threads_per_worker: 2}\n")
+    write(
+        isolated / "work" / "config.yaml",
+        "pipecluster:\n  profiles:\n    local:\n      cluster_kwargs: {memory_limit: 1GiB}\n",
+    )
+    single = write(
+        isolated / "one.yaml",
+        "cluster_class: distributed.LocalCluster\ncluster_kwargs: {threads_per_worker: 2}\n",
+    )
     cfg = load_config([single], profile="local")
     spec = cfg.resolve("local")
     assert spec.workers == 2
     assert spec.cluster_kwargs["memory_limit"] == "1GiB"
     assert spec.cluster_kwargs["threads_per_worker"] == 2
-    assert [f.formats for f in cfg.files] == [("native",), ("casa-pipeline",), ("native",), ("single-cluster",)]
+    assert [f.formats for f in cfg.files] == [
+        ("native",),
+        ("casa-pipeline",),
+        ("native",),
+        ("single-cluster",),
+    ]
 
 
 def test_sizing_keys_of_batch_backends_are_translated_for_local(isolated):
-    spec = load_config(overrides=["cluster_kwargs.cores=2", "cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=01:00:00"]).resolve()
+    spec = load_config(
+        overrides=[
+            "cluster_kwargs.cores=2",
+            "cluster_kwargs.memory=1GiB",
+            "cluster_kwargs.walltime=01:00:00",
+        ]
+    ).resolve()
     assert spec.cluster_kwargs["threads_per_worker"] == 1  # the profile's own value wins
     assert spec.cluster_kwargs["memory_limit"] == "1GiB"
     assert "walltime" not in spec.cluster_kwargs
@@ -296,7 +340,9 @@ def test_unknown_profile_lists_profiles(isolated):
 
 
 def test_unknown_backend_lists_installed(isolated):
-    err = error_for(isolated, "pipecluster:\n  profiles:\n    x:\n      backend: locall\n", profile="x")
+    err = error_for(
+        isolated, "pipecluster:\n  profiles:\n    x:\n      backend: locall\n", profile="x"
+    )
     assert err.suggestion == "local"
     assert "address" in err.accepted
 
@@ -308,7 +354,10 @@ def test_cluster_class_that_does_not_import(isolated):
 
 
 def test_cluster_kwarg_the_class_does_not_accept(isolated):
-    err = error_for(isolated, "cluster_class: distributed.LocalCluster\ncluster_kwargs:\n  thread_per_worker: 2\n")
+    err = error_for(
+        isolated,
+        "cluster_class: distributed.LocalCluster\ncluster_kwargs:\n  thread_per_worker: 2\n",
+    )
     assert "does not accept 'thread_per_worker'" in str(err)
     assert err.suggestion == "threads_per_worker"
     assert err.source.endswith("bad.yaml:3")

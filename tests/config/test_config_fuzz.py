@@ -11,15 +11,44 @@ from pipejupyter.errors import ConfigError
 
 KEYS = st.sampled_from(
     [
-        "pipecluster", "pipeconfig", "casaconfig", "cluster_class", "cluster_kwargs", "adapt_kwargs",
-        "profiles", "default", "env", "mpi", "workers", "backend", "dask", "clustertype", "n_workers",
-        "jobqueue", "slurm", "local", "pass", "set", "sanitize", "scheduler", "host", "x",
+        "pipecluster",
+        "pipeconfig",
+        "casaconfig",
+        "cluster_class",
+        "cluster_kwargs",
+        "adapt_kwargs",
+        "profiles",
+        "default",
+        "env",
+        "mpi",
+        "workers",
+        "backend",
+        "dask",
+        "clustertype",
+        "n_workers",
+        "jobqueue",
+        "slurm",
+        "local",
+        "pass",
+        "set",
+        "sanitize",
+        "scheduler",
+        "host",
+        "x",
     ]
 )
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 10), st.floats(allow_nan=False), st.text(max_size=8))
-TREES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=4)), max_leaves=12)
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 10), st.floats(allow_nan=False), st.text(max_size=8)
+)
+TREES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=4)),
+    max_leaves=12,
+)
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def check(tmp_path, text: str) -> None:
@@ -48,7 +77,18 @@ def test_random_structures_only_raise_config_error(isolated, tree):
 @FUZZ
 @given(
     profile=st.dictionaries(
-        st.sampled_from(["backend", "workers", "cluster_kwargs", "adapt_kwargs", "env", "mpi", "cluster_class", "scheduler"]),
+        st.sampled_from(
+            [
+                "backend",
+                "workers",
+                "cluster_kwargs",
+                "adapt_kwargs",
+                "env",
+                "mpi",
+                "cluster_class",
+                "scheduler",
+            ]
+        ),
         TREES,
         max_size=4,
     )

@@ -48,12 +48,21 @@ class BinderBuild:
     postbuild: subprocess.CompletedProcess | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def run(self, *args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            list(args), cwd=cwd or self.clone, env=self.env, capture_output=True, text=True, timeout=timeout
+            list(args),
+            cwd=cwd or self.clone,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
-    def timed(self, step: str, *args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    def timed(
+        self, step: str, *args: str, timeout: float = 300, **kw
+    ) -> subprocess.CompletedProcess:
         started = time.monotonic()
         try:
             return self.run(*args, timeout=timeout, **kw)
@@ -66,7 +75,9 @@ def path_without_venvs() -> str:
     venv_bins = {str(Path(sys.prefix) / "bin")} if sys.prefix != sys.base_prefix else set()
     if os.environ.get("VIRTUAL_ENV"):
         venv_bins.add(str(Path(os.environ["VIRTUAL_ENV"]) / "bin"))
-    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p not in venv_bins)
+    return os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p not in venv_bins
+    )
 
 
 def system_python() -> str | None:
@@ -76,14 +87,20 @@ def system_python() -> str | None:
         return None
     env = {**os.environ, "PATH": path_without_venvs()}
     found = subprocess.run(
-        [shim, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True, env=env, timeout=60
+        [shim, "-c", "import sys; print(sys.executable)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     return found.stdout.strip() or None
 
 
 def node_version() -> str:
     try:
-        return subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -98,7 +115,9 @@ def carried_over_settings() -> dict[str, str]:
         "YARN_GLOBAL_FOLDER": os.environ.get("YARN_GLOBAL_FOLDER") or str(home / ".yarn" / "berry"),
     }
     user_pip_configs = [config_home / "pip" / "pip.conf", home / ".pip" / "pip.conf"]
-    pip_config = os.environ.get("PIP_CONFIG_FILE") or next((str(p) for p in user_pip_configs if p.is_file()), None)
+    pip_config = os.environ.get("PIP_CONFIG_FILE") or next(
+        (str(p) for p in user_pip_configs if p.is_file()), None
+    )
     if pip_config:
         settings["PIP_CONFIG_FILE"] = pip_config
     return settings
@@ -136,7 +155,9 @@ def command_lines(pids: list[int]) -> list[tuple[int, str]]:
     found = []
     for pid in pids:
         with contextlib.suppress(OSError):
-            found.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100]))
+            found.append(
+                (pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100])
+            )
     return found
 
 
@@ -162,18 +183,25 @@ def binder():
         f"Node 18+ on PATH to build the lab extension (binder/environment.yml pins nodejs 20; node --version: {node or 'not found'})",
     )
     base = Path(tempfile.mkdtemp(prefix="pipejupyter-binder-"))
-    build = BinderBuild(base, base / "clone", base / "venv", base / "runtime", binder_environ(base, base / "venv"))
+    build = BinderBuild(
+        base, base / "clone", base / "venv", base / "runtime", binder_environ(base, base / "venv")
+    )
     try:
         (base / "home").mkdir()
         cloned = subprocess.run(
-            ["git", "clone", "--quiet", str(ROOT), str(build.clone)], capture_output=True, text=True, timeout=300
+            ["git", "clone", "--quiet", str(ROOT), str(build.clone)],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert cloned.returncode == 0, f"git clone {ROOT} failed:\n{cloned.stderr}"
         made = build.timed("venv", python3, "-m", "venv", str(build.venv))
         assert made.returncode == 0, f"{python3} -m venv failed:\n{made.stdout}{made.stderr}"
         # Binder's conda env comes with a current pip; the bundled one may be older.
         pip = build.timed("pip upgrade", "python", "-m", "pip", "install", "-q", "--upgrade", "pip")
-        assert pip.returncode == 0, f"upgrading pip in the fresh venv failed:\n{tail(pip.stdout + pip.stderr)}"
+        assert pip.returncode == 0, (
+            f"upgrading pip in the fresh venv failed:\n{tail(pip.stdout + pip.stderr)}"
+        )
         # repo2docker runs binder/postBuild from the repository root, env activated.
         build.postbuild = build.timed("postBuild", "bash", "binder/postBuild", timeout=1500)
         yield build
@@ -185,7 +213,9 @@ def binder():
 
 def require_postbuild(binder: BinderBuild) -> None:
     if binder.postbuild is None or binder.postbuild.returncode != 0:
-        pytest.fail("binder/postBuild failed (see test_postbuild_succeeds_on_a_fresh_venv)", pytrace=False)
+        pytest.fail(
+            "binder/postBuild failed (see test_postbuild_succeeds_on_a_fresh_venv)", pytrace=False
+        )
 
 
 def test_postbuild_succeeds_on_a_fresh_venv(binder):
@@ -217,9 +247,15 @@ def test_lab_extension_is_built_and_enabled_in_the_venv(binder):
     labext_dir = binder.venv / "share" / "jupyter" / "labextensions"
     listing = binder.run("jupyter", "labextension", "list")
     output = listing.stdout + listing.stderr
-    assert listing.returncode == 0, f"jupyter labextension list exited {listing.returncode}:\n{output}"
-    lines = [x for x in listed_sections(output).get(str(labext_dir), []) if x.startswith("pipejupyter ")]
-    assert lines, f"pipejupyter is not listed under the venv's {labext_dir}; jupyter labextension list said:\n{output}"
+    assert listing.returncode == 0, (
+        f"jupyter labextension list exited {listing.returncode}:\n{output}"
+    )
+    lines = [
+        x for x in listed_sections(output).get(str(labext_dir), []) if x.startswith("pipejupyter ")
+    ]
+    assert lines, (
+        f"pipejupyter is not listed under the venv's {labext_dir}; jupyter labextension list said:\n{output}"
+    )
     assert "enabled" in lines[0], f"pipejupyter is listed but not 'enabled OK': {lines[0]!r}"
     assert " OK" in lines[0], f"pipejupyter is listed but not 'enabled OK': {lines[0]!r}"
 
@@ -237,7 +273,9 @@ def test_lab_extension_is_built_and_enabled_in_the_venv(binder):
     servers = binder.run("jupyter", "server", "extension", "list")
     output = servers.stdout + servers.stderr
     config_dir = str(binder.venv / "etc" / "jupyter")
-    enabled = [x for x in listed_sections(output).get(config_dir, []) if x.startswith("pipejupyter ")]
+    enabled = [
+        x for x in listed_sections(output).get(config_dir, []) if x.startswith("pipejupyter ")
+    ]
     assert any("enabled" in x for x in enabled), (
         f"the pipejupyter server extension is not enabled and OK in {config_dir}; "
         f"jupyter server extension list said:\n{output}"
@@ -278,15 +316,27 @@ def test_quickstart_notebook_runs_in_the_binder_venv(binder):
     executed = nbformat.read(executed_dir / checked.name, as_version=4)
     code = clean_code_cells(executed)
     prefix, module = cell_text(code[-1]).split()
-    assert Path(prefix) == binder.venv, f"the kernel ran {prefix}, not the Binder venv {binder.venv}"
-    assert Path(module).is_relative_to(binder.clone), f"the kernel imported pipejupyter from {module}, not the clone"
+    assert Path(prefix) == binder.venv, (
+        f"the kernel ran {prefix}, not the Binder venv {binder.venv}"
+    )
+    assert Path(module).is_relative_to(binder.clone), (
+        f"the kernel imported pipejupyter from {module}, not the clone"
+    )
     by_source = {c.source.splitlines()[0]: cell_text(c) for c in code}
-    assert by_source["cluster = %pipecluster start local -n 2"].startswith("started local (local, id ")
+    assert by_source["cluster = %pipecluster start local -n 2"].startswith(
+        "started local (local, id "
+    )
     assert " local " in by_source["%pipecluster list"]
     assert by_source["%pipecluster stop"] == "stopped local\nstatus: stopped\n"
 
     # The cluster is gone: no worker, nanny or kernel is left, and no discovery file.
     gone = wait_until(lambda: not processes_with_env(MARKER, str(binder.base)), timeout=30)
-    assert gone, f"processes left running after the notebook: {command_lines(processes_with_env(MARKER, str(binder.base)))}"
-    records = sorted(p.name for p in binder.runtime.glob("*cluster-*.json")) if binder.runtime.exists() else []
+    assert gone, (
+        f"processes left running after the notebook: {command_lines(processes_with_env(MARKER, str(binder.base)))}"
+    )
+    records = (
+        sorted(p.name for p in binder.runtime.glob("*cluster-*.json"))
+        if binder.runtime.exists()
+        else []
+    )
     assert not records, f"discovery files left in {binder.runtime}: {records}"

@@ -59,10 +59,16 @@ def test_panel_start_scale_kernel_cluster_stop(lab):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)  # a loaded 2-core CI machine is slow to repaint
-    status, _ = lab.request("PUT", f"api/contents/{NOTEBOOK}", notebook([
-        "%load_ext pipejupyter\n%pipecluster start local -n 1 --name from-notebook",
-        "%pipecluster stop from-notebook",
-    ]))
+    status, _ = lab.request(
+        "PUT",
+        f"api/contents/{NOTEBOOK}",
+        notebook(
+            [
+                "%load_ext pipejupyter\n%pipecluster start local -n 1 --name from-notebook",
+                "%pipecluster stop from-notebook",
+            ]
+        ),
+    )
     assert status == 201
     ARTIFACTS.mkdir(exist_ok=True)
     timings: dict[str, float] = {}

@@ -28,6 +28,8 @@ def test_index_links_every_example_and_each_is_executed_by_a_test():
 @pytest.mark.notebook
 def test_index_notebook_executes(isolated):
     nb = nbformat.read(NOTEBOOKS / "00-index.ipynb", as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     output = nb.cells[1].outputs[0]["data"]["text/plain"]
     assert "01-quickstart.ipynb" in output

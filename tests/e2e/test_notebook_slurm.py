@@ -9,7 +9,11 @@ from tests.support.common import ROOT
 from tests.support.notebooks import clean_code_cells, execute, kernel_env, text_of  # noqa: F401 (fixture)
 from tests.support.slurm import jobs_under, slurm_clean  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.notebook, pytest.mark.slurm, pytest.mark.usefixtures("slurm_clean", "kernel_env")]
+pytestmark = [
+    pytest.mark.notebook,
+    pytest.mark.slurm,
+    pytest.mark.usefixtures("slurm_clean", "kernel_env"),
+]
 
 NOTEBOOK = ROOT / "notebooks" / "02-slurm.ipynb"
 

@@ -37,18 +37,35 @@ def test_pipeline_stages_notebook(kernel_env, monkeypatch):  # noqa: F811 - the 
     assert out["print(verdicts)"].strip().startswith("[")
     assert "'ok'" in out["print(verdicts)"]
     assert "['field-a.ms', 'field-b.ms']" in out["def simulate(name):"]
-    listobs = out['summaries = pipejupyter.run_stage("listobs", pipejupyter.casa("listobs", listfile=""), pipejupyter.glob("field-?.ms"))']
+    listobs = out[
+        'summaries = pipejupyter.run_stage("listobs", pipejupyter.casa("listobs", listfile=""), pipejupyter.glob("field-?.ms"))'
+    ]
     assert "listobs(vis='field-a.ms', listfile='')" in listobs
     assert "fields: 1" in listobs
     peaks = eval(out["print('peak flux (Jy/beam):', list(peaks))"].split(":", 1)[1])
     assert len(peaks) == 2
     assert all(0.5 < p < 1.5 for p in peaks)
-    assert out["print(open('casa_commands.log').read().count('tclean('), 'tclean commands logged')"].startswith("2 ")
+    assert out[
+        "print(open('casa_commands.log').read().count('tclean('), 'tclean commands logged')"
+    ].startswith("2 ")
     assert out["print('rows per MS:', list(flagged))"].startswith("rows per MS: [")
-    assert "[(0, True), (0, True)]" in out['sizes = pipejupyter.run_stage("du", pipejupyter.command(["du", "-s", "--block-size=1K"]), mses)']
-    assert "skipped: 2 of 2" in out['again = pipejupyter.run_stage("listobs", pipejupyter.casa("listobs", listfile=""), pipejupyter.glob("field-?.ms"))']
+    assert (
+        "[(0, True), (0, True)]"
+        in out[
+            'sizes = pipejupyter.run_stage("du", pipejupyter.command(["du", "-s", "--block-size=1K"]), mses)'
+        ]
+    )
+    assert (
+        "skipped: 2 of 2"
+        in out[
+            'again = pipejupyter.run_stage("listobs", pipejupyter.casa("listobs", listfile=""), pipejupyter.glob("field-?.ms"))'
+        ]
+    )
     history = out["%pipecluster stages"]
     for stage in ("rms", "quality", "simulate", "listobs", "image", "flagsummary", "du"):
         assert f" {stage} " in history
-    assert out["print('stored peaks:', list(pipejupyter.context.results('image')))"] == f"stored peaks: {peaks}\n"
+    assert (
+        out["print('stored peaks:', list(pipejupyter.context.results('image')))"]
+        == f"stored peaks: {peaks}\n"
+    )
     assert (work / ".pipejupyter" / "context.sqlite").is_file()

@@ -42,7 +42,9 @@ SCRIPT = textwrap.dedent(
 
 
 def _mpirun() -> list[str]:
-    require(shutil.which("mpirun") is not None, "OpenMPI's mpirun (ci/system.sh installs openmpi-bin)")
+    require(
+        shutil.which("mpirun") is not None, "OpenMPI's mpirun (ci/system.sh installs openmpi-bin)"
+    )
     try:
         import mpi4py  # noqa: F401
     except ImportError:

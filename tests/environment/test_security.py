@@ -19,8 +19,12 @@ def test_tls_profile_refuses_clients_without_its_certificate():
         assert handle.scheduler_address.startswith("tls://127.0.0.1:")
         assert handle.client.submit(sum, [1, 2]).result() == 3
         assert_refused(handle.scheduler_address)  # no certificate at all
-        assert_refused(handle.scheduler_address, OSError, security=Security.temporary())  # another authority's
-        assert_refused(handle.scheduler_address.replace("tls://", "tcp://"), OSError)  # plain TCP to the TLS port
+        assert_refused(
+            handle.scheduler_address, OSError, security=Security.temporary()
+        )  # another authority's
+        assert_refused(
+            handle.scheduler_address.replace("tls://", "tcp://"), OSError
+        )  # plain TCP to the TLS port
     finally:
         handle.stop()
 
@@ -48,8 +52,10 @@ def test_scheduler_dashboard_and_workers_bind_loopback_by_default():
         workers = set(handle.client.run(os.getpid).values())
         ours = {urlparse(model["scheduler_address"]).port, urlparse(model["dashboard_link"]).port}
         listening = [
-            c.laddr for c in psutil.net_connections(kind="tcp")
-            if c.status == "LISTEN" and (c.pid in workers or (c.pid == os.getpid() and c.laddr.port in ours))
+            c.laddr
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == "LISTEN"
+            and (c.pid in workers or (c.pid == os.getpid() and c.laddr.port in ours))
         ]
         assert len([a for a in listening if a.port in ours]) >= 2
         assert all(addr.ip in ("127.0.0.1", "::1") for addr in listening), listening
@@ -71,7 +77,11 @@ def _pem_files(directory) -> dict:
 
     made = Security.temporary()
     files = {}
-    for name, text in (("ca_file", made.tls_ca_file), ("cert", made.tls_client_cert), ("key", made.tls_client_key)):
+    for name, text in (
+        ("ca_file", made.tls_ca_file),
+        ("cert", made.tls_client_cert),
+        ("key", made.tls_client_key),
+    ):
         path = directory / f"{name}.pem"
         path.write_text(text)
         files[name] = str(path)
@@ -80,11 +90,17 @@ def _pem_files(directory) -> dict:
 
 def test_certificate_files_for_a_local_cluster_and_an_address_profile_that_connects_to_it(tmp_path):
     files = _pem_files(tmp_path)
-    owner = pipejupyter.start(workers=1, overrides={"security": files}, timeout=60, set_default=False)
+    owner = pipejupyter.start(
+        workers=1, overrides={"security": files}, timeout=60, set_default=False
+    )
     try:
         assert owner.scheduler_address.startswith("tls://")
-        settings = _config_file(tmp_path, {"there": {"backend": "address", "address": owner.scheduler_address}})
-        guest = pipejupyter.start("there", config=settings, overrides={"security": files}, set_default=False, timeout=20)
+        settings = _config_file(
+            tmp_path, {"there": {"backend": "address", "address": owner.scheduler_address}}
+        )
+        guest = pipejupyter.start(
+            "there", config=settings, overrides={"security": files}, set_default=False, timeout=20
+        )
         assert guest.client.submit(sum, [4, 5]).result() == 9
         guest.stop()
         # Without the files: refused, nothing kept.
@@ -95,12 +111,21 @@ def test_certificate_files_for_a_local_cluster_and_an_address_profile_that_conne
         owner.stop()
 
 
-@pytest.mark.parametrize("backend,body,says", [
-    ("gateway", {"address": "http://127.0.0.1:9"}, "a gateway secures its clusters itself"),
-    ("kubernetes", {}, "set TLS up in the pod specs"),
-    ("address", {"address": "tls://127.0.0.1:9"}, "give the files of the scheduler's certificates"),
-])
-def test_security_a_backend_cannot_honour_is_refused_before_anything_starts(tmp_path, backend, body, says):
+@pytest.mark.parametrize(
+    "backend,body,says",
+    [
+        ("gateway", {"address": "http://127.0.0.1:9"}, "a gateway secures its clusters itself"),
+        ("kubernetes", {}, "set TLS up in the pod specs"),
+        (
+            "address",
+            {"address": "tls://127.0.0.1:9"},
+            "give the files of the scheduler's certificates",
+        ),
+    ],
+)
+def test_security_a_backend_cannot_honour_is_refused_before_anything_starts(
+    tmp_path, backend, body, says
+):
     settings = _config_file(tmp_path, {"p": {"backend": backend, "security": "tls", **body}})
     with pytest.raises(ConfigError) as err:
         pipejupyter.dry_run("p", config=settings)
@@ -132,9 +157,15 @@ def test_a_refused_connect_leaves_no_half_made_client_behind():
     try:
         with pytest.raises(pipejupyter.errors.ClusterError, match="cannot connect"):
             pipejupyter.connect(handle.scheduler_address, set_default=False, timeout=3)
-        open_clients = [o for o in gc.get_objects() if isinstance(o, Client) and o is not handle.client and o.status != "closed"]
+        open_clients = [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, Client) and o is not handle.client and o.status != "closed"
+        ]
         assert open_clients == []
-        assert wait_until(lambda: loop_threads() <= before, timeout=5), "the failed Client's loop thread is still running"
+        assert wait_until(lambda: loop_threads() <= before, timeout=5), (
+            "the failed Client's loop thread is still running"
+        )
     finally:
         gc.enable()
         handle.stop()

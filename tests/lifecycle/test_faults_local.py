@@ -19,12 +19,23 @@ from tests.support.common import ROOT, wait_until
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 
 
-
 def test_scheduler_killed_shows_lost_and_a_new_start_works(tmp_path):
     sched = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(tmp_path / "s.json")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            str(tmp_path / "s.json"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert wait_until(lambda: (tmp_path / "s.json").exists(), timeout=30)
@@ -56,7 +67,9 @@ def test_sigkill_of_the_owner_leaves_no_worker_and_its_file_is_pruned(isolated):
         time.sleep(600)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=os.environ
+    )
     info = json.loads(proc.stdout.readline())
     assert all(_alive(p) for p in info["workers"])
     assert [r["id"] for r in discovery.read_all()] == [info["id"]]

@@ -99,10 +99,23 @@ def test_other_process_lists_and_connects(isolated):
         h.stop()  # only disconnects: the cluster belongs to the test process
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout.strip().splitlines()[-1])
-    assert data == {"names": ["shared"], "workers": 1, "backend": "local", "owned": False, "result": 3}
+    assert data == {
+        "names": ["shared"],
+        "workers": 1,
+        "backend": "local",
+        "owned": False,
+        "result": 3,
+    }
     assert handle.model()["workers"] == 1  # still running after the other process left
     handle.stop()
 
@@ -127,7 +140,14 @@ def test_connect_to_unknown_target_is_clear():
 
 
 def test_stale_discovery_files_are_pruned(isolated):
-    discovery.write({"id": "deadbeef0001", "name": "ghost", "scheduler_address": "tcp://127.0.0.1:9", "owner": {"pid": 999999, "host": os.uname().nodename}})
+    discovery.write(
+        {
+            "id": "deadbeef0001",
+            "name": "ghost",
+            "scheduler_address": "tcp://127.0.0.1:9",
+            "owner": {"pid": 999999, "host": os.uname().nodename},
+        }
+    )
     assert [r["id"] for r in discovery.read_all()] == []
     assert not (isolated / "runtime" / "cluster-deadbeef0001.json").exists()
 
@@ -227,7 +247,9 @@ def test_stop_all_and_atexit_cleanup_in_a_script(isolated):
         # no stop(): interpreter exit must stop the cluster
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr
     pid = int(proc.stdout.split()[0])
     assert wait_until(lambda: not children_of(pid), timeout=10)

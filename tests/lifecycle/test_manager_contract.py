@@ -36,7 +36,9 @@ def test_connect_to_a_backend_that_cannot_attach_is_a_clear_error():
 def test_the_magic_shows_that_error_as_one_line():
     with pytest.raises(UsageError) as info:
         run_line(None, "connect kubernetes://x")
-    assert str(info.value).startswith("%pipecluster connect: the 'kubernetes' backend cannot connect")
+    assert str(info.value).startswith(
+        "%pipecluster connect: the 'kubernetes' backend cannot connect"
+    )
     assert "Traceback" not in str(info.value)
 
 
@@ -57,7 +59,11 @@ def test_optional_backend_abilities_are_declared_on_the_base_class():
     ("profile", "overrides", "expected"),
     [
         ("local", [], {"minimum": 2, "maximum": 3}),
-        ("slurm", ["cluster_kwargs.cores=4", "cluster_kwargs.processes=2"], {"minimum": 4, "maximum": 6}),
+        (
+            "slurm",
+            ["cluster_kwargs.cores=4", "cluster_kwargs.processes=2"],
+            {"minimum": 4, "maximum": 6},
+        ),
     ],
 )
 def test_adapt_jobs_become_worker_counts_once(profile, overrides, expected):

@@ -10,9 +10,43 @@ from IPython.core.error import UsageError
 from pipejupyter.notebook import parser as magics_parser
 
 WORDS = st.sampled_from(
-    ["start", "stop", "scale", "adapt", "connect", "logs", "config", "env", "list", "help", "use",
-     "status", "stages", "-n", "--adapt", "--set", "-f", "--all", "--timeout", "--dry-run", "--no-wait",
-     "2", "-1", "1:3", "x", "a=b", "'", '"', "--", "-", "\\", "local", "$x", "{x}", "--origin"]
+    [
+        "start",
+        "stop",
+        "scale",
+        "adapt",
+        "connect",
+        "logs",
+        "config",
+        "env",
+        "list",
+        "help",
+        "use",
+        "status",
+        "stages",
+        "-n",
+        "--adapt",
+        "--set",
+        "-f",
+        "--all",
+        "--timeout",
+        "--dry-run",
+        "--no-wait",
+        "2",
+        "-1",
+        "1:3",
+        "x",
+        "a=b",
+        "'",
+        '"',
+        "--",
+        "-",
+        "\\",
+        "local",
+        "$x",
+        "{x}",
+        "--origin",
+    ]
 )
 LINES = st.one_of(st.text(max_size=60), st.lists(WORDS, max_size=6).map(" ".join))
 

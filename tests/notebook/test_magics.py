@@ -47,7 +47,13 @@ def test_load_ext_imports_no_optional_library(isolated):
         print(m.default_manager.owner_kind)
         """
     )
-    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    done = subprocess.run(
+        [PYTHON, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["[]", "True True", "kernel"]
 
@@ -69,17 +75,29 @@ def test_unload_and_reload(shell):
     [
         ("bogus", "unknown subcommand 'bogus'", "usage: %pipecluster [-h] SUBCOMMAND"),
         ("start --frob", "unrecognized arguments: --frob", "usage: %pipecluster start"),
-        ("start -n x", "argument -n/--workers: expected an integer >= 0, got 'x'", "usage: %pipecluster start"),
+        (
+            "start -n x",
+            "argument -n/--workers: expected an integer >= 0, got 'x'",
+            "usage: %pipecluster start",
+        ),
         ("start -n -2", "expected an integer >= 0", "usage: %pipecluster start"),
         ("start --adapt 3", "expected MIN:MAX", "usage: %pipecluster start"),
         ("start --adapt 4:1", "minimum 4 is above maximum 1", "usage: %pipecluster start"),
-        ("start -n 2 --adapt 1:2", "not allowed with argument -n/--workers", "usage: %pipecluster start"),
+        (
+            "start -n 2 --adapt 1:2",
+            "not allowed with argument -n/--workers",
+            "usage: %pipecluster start",
+        ),
         ("start --timeout 0", "expected a number of seconds > 0", "usage: %pipecluster start"),
         ("start --set novalue", "expected KEY=VALUE", "usage: %pipecluster start"),
         ("scale", "the following arguments are required: N", "usage: %pipecluster scale"),
         ("scale two", "expected an integer >= 0, got 'two'", "usage: %pipecluster scale"),
         ("adapt 1", "the following arguments are required: MAX", "usage: %pipecluster adapt"),
-        ("connect", "the following arguments are required: ADDRESS|ID", "usage: %pipecluster connect"),
+        (
+            "connect",
+            "the following arguments are required: ADDRESS|ID",
+            "usage: %pipecluster connect",
+        ),
         ("use", "the following arguments are required: NAME", "usage: %pipecluster use"),
         ("stop --all x", "--all: not allowed with argument NAME", "usage: %pipecluster stop"),
         ("logs -n 0", "expected an integer > 0", "usage: %pipecluster logs"),
@@ -98,9 +116,15 @@ def test_bad_lines_raise_usage_error_with_usage(shell, line, message, usage):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("start nosuch", "%pipecluster start: unknown profile 'nosuch'; accepted: htcondor, local, slurm"),
+        (
+            "start nosuch",
+            "%pipecluster start: unknown profile 'nosuch'; accepted: htcondor, local, slurm",
+        ),
         ("start locl", "did you mean 'local'?"),
-        ("start --dry-run --set cluster_kwargs.bogus_kw=1", "LocalCluster does not accept 'bogus_kw'"),
+        (
+            "start --dry-run --set cluster_kwargs.bogus_kw=1",
+            "LocalCluster does not accept 'bogus_kw'",
+        ),
         ("config nosuch", "%pipecluster config: unknown profile 'nosuch'"),
         ("env nosuch", "%pipecluster env: unknown profile 'nosuch'"),
         ("start -f missing.yaml", "missing.yaml"),
@@ -145,7 +169,16 @@ def test_help_and_docstring_match_the_parser(shell):
         for token in flags + metavars:
             assert token in detail, (name, token)
     start_help = out(shell, "help start")
-    for flag in ("-n N", "--adapt MIN:MAX", "-f FILE", "--set KEY=VALUE", "--name NAME", "--no-wait", "--timeout S", "--dry-run"):
+    for flag in (
+        "-n N",
+        "--adapt MIN:MAX",
+        "-f FILE",
+        "--set KEY=VALUE",
+        "--name NAME",
+        "--no-wait",
+        "--timeout S",
+        "--dry-run",
+    ):
         assert flag in start_help
 
 
@@ -184,7 +217,9 @@ def test_completion(shell, isolated):
 
     assert {"stages", "start", "status", "stop"} <= set(complete("%pipecluster st"))
     assert set(complete("%pipecluster st")) <= {"stages", "start", "status", "stop"}
-    (isolated / "work" / "config.yaml").write_text("pipecluster:\n  profiles:\n    bigmem:\n      backend: local\n")
+    (isolated / "work" / "config.yaml").write_text(
+        "pipecluster:\n  profiles:\n    bigmem:\n      backend: local\n"
+    )
     assert complete("%pipecluster start big") == ["bigmem"]
     assert complete("%pipecluster start -f x.yaml big") == ["bigmem"]
     assert complete("%pipecluster config --or") == ["--origin"]
@@ -213,7 +248,9 @@ def test_profiles_config_env_dry_run(shell, isolated):
     assert "API_TOKEN: '********'" in config
     assert "# files read, lowest priority first:" in config
     assert "workers: 3\n" in out(shell, "config local")
-    assert "memory_limit: 1GiB  # override" in out(shell, "config --origin --set cluster_kwargs.memory_limit=1GiB")
+    assert "memory_limit: 1GiB  # override" in out(
+        shell, "config --origin --set cluster_kwargs.memory_limit=1GiB"
+    )
 
     env = out(shell, "env")
     assert "API_TOKEN=********" in env
@@ -228,7 +265,10 @@ def test_profiles_config_env_dry_run(shell, isolated):
 
 
 def test_dry_run_of_a_batch_profile_shows_its_job_script(shell):
-    require(importlib.util.find_spec("dask_jobqueue") is not None, "dask-jobqueue (pip install 'pipejupyter[jobqueue]')")
+    require(
+        importlib.util.find_spec("dask_jobqueue") is not None,
+        "dask-jobqueue (pip install 'pipejupyter[jobqueue]')",
+    )
     dry = out(shell, "start slurm --dry-run -n 2 --set env.set.MY_API_TOKEN=abcdefgh")
     assert "backend: slurm" in dry
     assert "#SBATCH" in dry
@@ -245,7 +285,12 @@ def test_env_inside_mpi_launch_and_slurm_allocation(shell, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_NTASKS", "3")
     env = out(shell, "env")
-    assert "# MPI launch variables removed: OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, PMIX_RANK" in env
-    assert "# removed from batch submissions (enclosing SLURM job): SLURM_JOB_ID, SLURM_NTASKS" in env
+    assert (
+        "# MPI launch variables removed: OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, PMIX_RANK"
+        in env
+    )
+    assert (
+        "# removed from batch submissions (enclosing SLURM job): SLURM_JOB_ID, SLURM_NTASKS" in env
+    )
     assert "OMPI_COMM_WORLD_SIZE=" not in env
     assert "workers: 3" in out(shell, "config")  # the local default inside an allocation

@@ -37,7 +37,9 @@ def test_lifecycle_through_every_subcommand(shell):
     assert handle is manager.get("first")
     assert handle.status == "running"
     assert distributed.default_client() is handle.client
-    assert cap.stdout.startswith(f"started first (local, id {handle.id}): 1 worker at {handle.scheduler_address}")
+    assert cap.stdout.startswith(
+        f"started first (local, id {handle.id}): 1 worker at {handle.scheduler_address}"
+    )
     assert "its Client is the default Dask client" in cap.stdout
     assert handle.client.submit(sum, [1, 2, 3]).result() == 6
 
@@ -77,7 +79,10 @@ def test_lifecycle_through_every_subcommand(shell):
     assert manager.get() is handle  # commands without NAME now act on it
     (link,) = run(shell, "dashboard")[1].outputs
     assert link.data["text/plain"].startswith("first dashboard:")
-    assert set(shell.Completer.complete(line_buffer="%pipecluster stop ", cursor_pos=18)[1]) == {"first", "second"}
+    assert set(shell.Completer.complete(line_buffer="%pipecluster stop ", cursor_pos=18)[1]) == {
+        "first",
+        "second",
+    }
 
     assert out(shell, "stop second") == "stopped second\n"
     assert second.status == "stopped"
@@ -110,7 +115,9 @@ def test_assignment_and_display_of_the_returned_handle(shell):
 
 
 @pytest.mark.usefixtures("no_leaks")
-def test_start_in_an_mpi_launch_inside_a_slurm_allocation_says_what_it_sanitized(shell, monkeypatch):
+def test_start_in_an_mpi_launch_inside_a_slurm_allocation_says_what_it_sanitized(
+    shell, monkeypatch
+):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
     monkeypatch.setenv("OMPI_MCA_ess", "pmi")
@@ -124,7 +131,9 @@ def test_start_in_an_mpi_launch_inside_a_slurm_allocation_says_what_it_sanitized
         "environment: removed 3 MPI launch variables (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_MCA_ess); "
         "removed 2 variables of the enclosing SLURM job from submissions (SLURM_JOB_ID, SLURM_NTASKS)"
     )
-    assert handle.client.run(_mpi_names) == {w: [] for w in handle.client.scheduler_info()["workers"]}
+    assert handle.client.run(_mpi_names) == {
+        w: [] for w in handle.client.scheduler_info()["workers"]
+    }
     assert os.environ["OMPI_COMM_WORLD_SIZE"] == "2"  # the kernel's own environment is intact
     run(shell, "stop")
 
@@ -153,7 +162,10 @@ def test_list_and_connect_clusters_of_another_process(shell, isolated):
     script = isolated / "owner.py"
     script.write_text(OWNER_SCRIPT)
     owner = subprocess.Popen(
-        [PYTHON, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [PYTHON, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
@@ -161,7 +173,10 @@ def test_list_and_connect_clusters_of_another_process(shell, isolated):
         listing = out(shell, "list")
         assert f" {cluster_id}  elsewhere" in listing
         assert f"script pid {owner.pid}" in listing
-        assert cluster_id in shell.Completer.complete(line_buffer="%pipecluster connect ", cursor_pos=21)[1]
+        assert (
+            cluster_id
+            in shell.Completer.complete(line_buffer="%pipecluster connect ", cursor_pos=21)[1]
+        )
 
         handle, cap = run(shell, f"connect {cluster_id}")
         assert handle.owned is False
@@ -171,7 +186,9 @@ def test_list_and_connect_clusters_of_another_process(shell, isolated):
 
         assert distributed.default_client() is handle.client
         assert handle.client.submit(sum, [2, 3]).result() == 5
-        with pytest.raises(UsageError, match="cannot scale 'elsewhere': it was connected, not started"):
+        with pytest.raises(
+            UsageError, match="cannot scale 'elsewhere': it was connected, not started"
+        ):
             shell.run_line_magic("pipecluster", "scale 3")
         assert out(shell, "stop") == "disconnected from elsewhere\n"
         assert discovery.scheduler_reachable(address)  # disconnecting leaves it running

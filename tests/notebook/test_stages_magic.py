@@ -34,8 +34,11 @@ def stage(shell, line: str, body: str):
 
 def test_body_runs_per_item_with_notebook_names(shell):
     shell.run_cell("factor = 3\ndef helper(v):\n    return v + 100\n")
-    result, cap = stage(shell, "triple --over range(4) --as x -o out --progress text",
-                        "import os\nprint('item', x)\nhelper(x * factor)\n")
+    result, cap = stage(
+        shell,
+        "triple --over range(4) --as x -o out --progress text",
+        "import os\nprint('item', x)\nhelper(x * factor)\n",
+    )
     assert result is None
     assert list(shell.user_ns["out"]) == [100, 103, 106, 109]
     for x in range(4):
@@ -72,14 +75,18 @@ def test_rerun_is_skipped_and_listed(shell):
 
 def test_a_failed_item_still_binds_the_others(shell):
     with pytest.raises(StageFailed) as info, capture_output() as cap:
-        shell.run_cell_magic("pipestage", "half --over [1, 0, 2] -o out --progress text", "10 // item")
+        shell.run_cell_magic(
+            "pipestage", "half --over [1, 0, 2] -o out --progress text", "10 // item"
+        )
     assert "ZeroDivisionError" in cap.stderr
     assert "[0] failed" in cap.stderr
     out = shell.user_ns["out"]
     assert out[0] == 10
     assert out[2] == 5
     assert not out[1]
-    assert info.value._render_traceback_()[0].startswith("StageFailed: stage 'half': 1 of 3 items failed")
+    assert info.value._render_traceback_()[0].startswith(
+        "StageFailed: stage 'half': 1 of 3 items failed"
+    )
 
 
 def test_bad_lines_and_bodies_are_usage_errors(shell):
@@ -105,7 +112,13 @@ def test_over_takes_an_unquoted_expression():
     from pipejupyter.notebook.stage_magic import parse
 
     args = parse("flag --over glob('data/*.ms') + ['x.ms'] --as vis -o out --rerun")
-    assert (args.name, args.over, args.var, args.output, args.rerun) == ("flag", "glob('data/*.ms') + ['x.ms']", "vis", "out", True)
+    assert (args.name, args.over, args.var, args.output, args.rerun) == (
+        "flag",
+        "glob('data/*.ms') + ['x.ms']",
+        "vis",
+        "out",
+        True,
+    )
     assert parse("x --over=[1, 2] -o y").over == "[1, 2]"
     with pytest.raises(UsageError, match="expected one argument"):
         parse("x --over")

@@ -23,15 +23,29 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 def synthetic_model(n_workers: int, *, name: str = "synthetic", worker_name=str, **extra) -> dict:
     rows = [
         worker_row(
-            name=worker_name(i), address=f"tcp://10.0.{i // 250}.{i % 250}:4000{i % 10}", host=f"node{i:04d}",
-            threads=2, memory_used=(i % 7 + 1) * 2**28, memory_limit=2**31, processing=i % 3, status="running",
+            name=worker_name(i),
+            address=f"tcp://10.0.{i // 250}.{i % 250}:4000{i % 10}",
+            host=f"node{i:04d}",
+            threads=2,
+            memory_used=(i % 7 + 1) * 2**28,
+            memory_limit=2**31,
+            processing=i % 3,
+            status="running",
         )
         for i in range(n_workers)
     ]
     fields = dict(
-        id="0123456789ab", name=name, backend="slurm", profile="slurm", status="running",
-        scheduler_address="tcp://10.0.0.1:8786", dashboard_link="http://10.0.0.1:8787/status",
-        worker_info=rows, adapt=None, owner={"pid": 1, "host": "h", "kind": "kernel"}, started=0.0,
+        id="0123456789ab",
+        name=name,
+        backend="slurm",
+        profile="slurm",
+        status="running",
+        scheduler_address="tcp://10.0.0.1:8786",
+        dashboard_link="http://10.0.0.1:8787/status",
+        worker_info=rows,
+        adapt=None,
+        owner={"pid": 1, "host": "h", "kind": "kernel"},
+        started=0.0,
     )
     fields.update(extra)
     return cluster_model(**fields)
@@ -42,14 +56,22 @@ def synthetic_model(n_workers: int, *, name: str = "synthetic", worker_name=str,
 
 def test_every_model_value_is_escaped():
     model = synthetic_model(
-        2, name=EVIL, worker_name=lambda i: EVIL, error=f"lost: {EVIL}", dashboard_link="javascript:alert(1)",
+        2,
+        name=EVIL,
+        worker_name=lambda i: EVIL,
+        error=f"lost: {EVIL}",
+        dashboard_link="javascript:alert(1)",
     )
-    model["worker_info"].append(worker_row(name="p", status="pending", job_id=EVIL, job_state="<b>PD</b>"))
+    model["worker_info"].append(
+        worker_row(name="p", status="pending", job_id=EVIL, job_state="<b>PD</b>")
+    )
     model["worker_info"][0]["host"] = EVIL
     html = html_views.cluster_html(model)
     assert "<img" not in html
     assert "<b>" not in html
-    assert html.count("&lt;img src=x onerror=alert(1)&gt;") == 6  # name, 2 workers, 1 host, error, job id
+    assert (
+        html.count("&lt;img src=x onerror=alert(1)&gt;") == 6
+    )  # name, 2 workers, 1 host, error, job id
     assert "&lt;b&gt;PD&lt;/b&gt;" in html
     assert 'href="javascript' not in html
     assert "javascript:alert(1)" in html  # shown as text, not a link
@@ -60,15 +82,36 @@ def test_every_model_value_is_escaped():
 
 def test_worker_table_rows_totals_and_pending_jobs():
     model = synthetic_model(3)
-    model["worker_info"].append(worker_row(name="slurm-7", status="pending", job_id="1234", job_state="pending"))
-    model = cluster_model(**{k: model[k] for k in ("id", "name", "backend", "profile", "status", "scheduler_address", "dashboard_link", "worker_info", "adapt", "owner", "started")})
+    model["worker_info"].append(
+        worker_row(name="slurm-7", status="pending", job_id="1234", job_state="pending")
+    )
+    model = cluster_model(
+        **{
+            k: model[k]
+            for k in (
+                "id",
+                "name",
+                "backend",
+                "profile",
+                "status",
+                "scheduler_address",
+                "dashboard_link",
+                "worker_info",
+                "adapt",
+                "owner",
+                "started",
+            )
+        }
+    )
     table = html_views.workers_table_html(model)
     assert table.count("<tr>") == 1 + 4
     assert "pending (job 1234: pending)" in table
     assert "node0002" in table
     assert "512.0 MiB / 2.0 GiB" in table
     header = html_views.header_html(model)
-    assert "3 workers (+1 pending), 6 threads, memory 1.5 GiB / 6.0 GiB, 3 tasks processing" in header
+    assert (
+        "3 workers (+1 pending), 6 threads, memory 1.5 GiB / 6.0 GiB, 3 tasks processing" in header
+    )
     assert '<a href="http://10.0.0.1:8787/status" target="_blank"' in header
 
 
@@ -198,7 +241,10 @@ def test_live_refresh_on_the_running_loop_stops_on_close_and_on_cluster_stop():
         deadline = time.monotonic() + 60
         while widget.model["workers"] != 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # nobody calls refresh(): the periodic task does
-        seen = {"workers_after_scale": widget.model["workers"], "rows": [r["name"] for r in widget.rows]}
+        seen = {
+            "workers_after_scale": widget.model["workers"],
+            "rows": [r["name"] for r in widget.rows],
+        }
         widget.close()
         await asyncio.sleep(0.5)
         seen["live_after_close"] = widget.live
@@ -216,8 +262,11 @@ def test_live_refresh_on_the_running_loop_stops_on_close_and_on_cluster_stop():
 
     seen = asyncio.run(scenario())
     assert seen == {
-        "workers_after_scale": 2, "rows": ["0", "1"], "live_after_close": False,
-        "live_after_stop": False, "status_after_stop": "stopped",
+        "workers_after_scale": 2,
+        "rows": ["0", "1"],
+        "live_after_close": False,
+        "live_after_stop": False,
+        "status_after_stop": "stopped",
     }
 
 
@@ -241,7 +290,8 @@ def test_pending_slurm_jobs_show_their_job_ids_then_run(isolated):
     shell.extension_manager.load_extension("pipejupyter")
     try:
         handle = shell.run_line_magic(
-            "pipecluster", "start slurm -n 1 --no-wait --set cluster_kwargs.memory=1GiB --set cluster_kwargs.walltime=00:20:00"
+            "pipecluster",
+            "start slurm -n 1 --no-wait --set cluster_kwargs.memory=1GiB --set cluster_kwargs.walltime=00:20:00",
         )
     finally:
         manager.default_manager.owner_kind = kind
@@ -256,6 +306,7 @@ def test_pending_slurm_jobs_show_their_job_ids_then_run(isolated):
     assert pending["job_id"] in jobs
     assert pending["job_state"] in ("pending", "running")
     assert f"pending (job {pending['job_id']}: {pending['job_state']})" in widget.table.value
+
     def all_running() -> bool:
         model = widget.refresh()
         return model["workers"] == 1 and {r["status"] for r in widget.rows} == {"running"}

@@ -30,7 +30,6 @@ GONE_WITHIN = 30.0
 SLURM_SMALL = {"cluster_kwargs.memory": "1GiB", "cluster_kwargs.walltime": "00:20:00"}
 
 
-
 def _listening(address: str | None) -> bool:
     if not address:
         return False
@@ -91,7 +90,9 @@ def _ports(model: dict[str, Any]) -> list[str]:
 
 def test_sigkill_of_the_server_leaves_no_local_worker_port_or_file(server, isolated):
     model = _start(server, {"profile": "local", "workers": 2})
-    assert wait_until(lambda: server.request("GET", f"pipejupyter/clusters/{model['id']}")[1]["workers"] == 2, 60)
+    assert wait_until(
+        lambda: server.request("GET", f"pipejupyter/clusters/{model['id']}")[1]["workers"] == 2, 60
+    )
     workers = _worker_pids(model["scheduler_address"])
     descendants = children_of(server.proc.pid)
     ports = _ports(model)
@@ -106,19 +107,25 @@ def test_sigkill_of_the_server_leaves_no_local_worker_port_or_file(server, isola
     killed_at = _kill(server)
 
     def everything_gone() -> bool:
-        return (not any(_alive(p) for p in descendants)
-                and not any(_listening(a) for a in ports)
-                and discovery.read_all() == [])
+        return (
+            not any(_alive(p) for p in descendants)
+            and not any(_listening(a) for a in ports)
+            and discovery.read_all() == []
+        )
 
     gone = wait_until(everything_gone, timeout=GONE_WITHIN)
     seconds = time.monotonic() - killed_at
     assert gone, {
-        "alive": [(p, Path(f"/proc/{p}/cmdline").read_bytes()[:80]) for p in descendants if _alive(p)],
+        "alive": [
+            (p, Path(f"/proc/{p}/cmdline").read_bytes()[:80]) for p in descendants if _alive(p)
+        ],
         "listening": [a for a in ports if _listening(a)],
         "records": discovery.read_all(prune=False),
     }
     assert list((isolated / "runtime").glob("cluster-*.json")) == []
-    print(f"local: {len(descendants)} processes, ports and discovery file gone {seconds:.1f} s after SIGKILL")
+    print(
+        f"local: {len(descendants)} processes, ports and discovery file gone {seconds:.1f} s after SIGKILL"
+    )
 
 
 @pytest.mark.slurm
@@ -145,10 +152,16 @@ def test_sigkill_of_the_server_empties_the_slurm_queue(server, isolated):
 
     killed_at = _kill(server)
     seconds = wait_no_jobs(work, timeout=GONE_WITHIN)
-    assert seconds is not None, f"jobs still queued {GONE_WITHIN:.0f} s after SIGKILL: {jobs_under(work)}"
+    assert seconds is not None, (
+        f"jobs still queued {GONE_WITHIN:.0f} s after SIGKILL: {jobs_under(work)}"
+    )
     # Without the scheduler probe in the job script the queued job, once it starts, waits
     # ~30 s for the nanny's connect timeout.
     assert seconds < 20, seconds
-    assert wait_until(lambda: not any(_listening(a) for a in ports) and discovery.read_all() == [], timeout=5)
+    assert wait_until(
+        lambda: not any(_listening(a) for a in ports) and discovery.read_all() == [], timeout=5
+    )
     assert list((isolated / "runtime").glob("cluster-*.json")) == []
-    print(f"slurm: queue empty {seconds:.1f} s after SIGKILL (all checks {time.monotonic() - killed_at:.1f} s)")
+    print(
+        f"slurm: queue empty {seconds:.1f} s after SIGKILL (all checks {time.monotonic() - killed_at:.1f} s)"
+    )

@@ -30,8 +30,13 @@ def raw(http_server_client, jp_base_url):
         if body is None and method in ("POST", "PATCH"):
             body = b""
         return await http_server_client.fetch(
-            f"{jp_base_url}{path}", method=method, body=body, headers=headers or {},
-            follow_redirects=False, allow_nonstandard_methods=True, raise_error=False,
+            f"{jp_base_url}{path}",
+            method=method,
+            body=body,
+            headers=headers or {},
+            follow_redirects=False,
+            allow_nonstandard_methods=True,
+            raise_error=False,
         )
 
     return fetch
@@ -51,7 +56,9 @@ async def test_cookie_session_needs_the_xsrf_token(jp_serverapp, raw):
     login = await raw("GET", "login")
     xsrf = login.headers["Set-Cookie"].split("_xsrf=", 1)[1].split(";", 1)[0]
     token = jp_serverapp.identity_provider.token
-    answer = await raw("POST", "login", f"_xsrf={xsrf}&password={token}", {"Cookie": f"_xsrf={xsrf}"})
+    answer = await raw(
+        "POST", "login", f"_xsrf={xsrf}&password={token}", {"Cookie": f"_xsrf={xsrf}"}
+    )
     assert answer.code == 302, answer.code
     cookies = [c.split(";", 1)[0] for c in answer.headers.get_list("Set-Cookie")]
     session = "; ".join([*cookies, f"_xsrf={xsrf}"])

@@ -27,8 +27,6 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks", "restore_owner_kind")
 
 
-
-
 @pytest.fixture
 def api(jp_fetch):
     """``await api(method, "clusters", body=...) -> (status, json)``; errors are answers too."""
@@ -38,7 +36,9 @@ def api(jp_fetch):
         if data is None and method in ("POST", "PATCH"):
             data = b""
         try:
-            response = await jp_fetch(API, *path, method=method, body=data, request_timeout=120, **kwargs)
+            response = await jp_fetch(
+                API, *path, method=method, body=data, request_timeout=120, **kwargs
+            )
         except HTTPClientError as exc:
             response = exc.response
         text = response.body.decode() if response.body else ""
@@ -131,7 +131,12 @@ async def test_profiles_resolved_with_provenance(api, isolated):
     assert data["default"] == "local"
     profiles = {p["name"]: p for p in data["profiles"]}
     small = profiles["small"]
-    assert (small["backend"], small["workers"], small["cores"], small["memory"]) == ("local", 3, 2, "1GiB")
+    assert (small["backend"], small["workers"], small["cores"], small["memory"]) == (
+        "local",
+        3,
+        2,
+        "1GiB",
+    )
     config = str(Path.cwd() / "config.yaml")
     assert small["origin"]["workers"] == f"{config}:5"
     assert small["origin"]["memory"] == f"{config}:8"
@@ -164,7 +169,9 @@ async def test_start_get_scale_adapt_stop(api):
 
     assert await _until(two_workers)
 
-    status, model = await api("PATCH", "clusters", cid, body={"adapt": {"minimum": 1, "maximum": 3}})
+    status, model = await api(
+        "PATCH", "clusters", cid, body={"adapt": {"minimum": 1, "maximum": 3}}
+    )
     assert status == 200
     assert model["adapt"] == {"minimum": 1, "maximum": 3}
 
@@ -180,7 +187,11 @@ async def test_start_adaptive_and_overrides(api):
     status, model = await api(
         "POST",
         "clusters",
-        body={"profile": "local", "adapt": {"minimum": 1, "maximum": 2}, "overrides": {"cluster_kwargs.threads_per_worker": 2}},
+        body={
+            "profile": "local",
+            "adapt": {"minimum": 1, "maximum": 2},
+            "overrides": {"cluster_kwargs.threads_per_worker": 2},
+        },
     )
     assert status == 201, model
     assert model["adapt"] == {"minimum": 1, "maximum": 2}
@@ -193,7 +204,15 @@ async def test_polling_stays_fast_while_a_start_is_slow(api, slow_preload):
     """Starts run off the event loop: GET answers while a POST waits for its workers,
     the starting cluster is listed, and it cannot be stopped until it is up (409)."""
     post = asyncio.ensure_future(
-        api("POST", "clusters", body={"profile": "local", "workers": 1, "overrides": {"cluster_kwargs.preload": [slow_preload]}})
+        api(
+            "POST",
+            "clusters",
+            body={
+                "profile": "local",
+                "workers": 1,
+                "overrides": {"cluster_kwargs.preload": [slow_preload]},
+            },
+        )
     )
 
     async def starting():
@@ -354,7 +373,15 @@ async def test_config_errors_are_422_with_where(api):
     assert status == 422
     assert "did you mean 'local'" in error["message"]
 
-    status, error = await api("POST", "clusters", body={"profile": "local", "workers": 1, "overrides": {"cluster_kwargs.thredas_per_worker": 2}})
+    status, error = await api(
+        "POST",
+        "clusters",
+        body={
+            "profile": "local",
+            "workers": 1,
+            "overrides": {"cluster_kwargs.thredas_per_worker": 2},
+        },
+    )
     assert status == 422
     assert "threads_per_worker" in error["message"]
     assert error["key"] == "profiles.local.cluster_kwargs.thredas_per_worker"
@@ -362,7 +389,10 @@ async def test_config_errors_are_422_with_where(api):
 
     config = Path.cwd() / "config.yaml"
     config.write_text("pipecluster:\n  profiles:\n    local:\n      workers: many\n")
-    for method, path, body in (("GET", ("profiles",), None), ("POST", ("clusters",), {"profile": "local"})):
+    for method, path, body in (
+        ("GET", ("profiles",), None),
+        ("POST", ("clusters",), {"profile": "local"}),
+    ):
         status, error = await api(method, *path, body=body)
         assert status == 422, (method, error)
         assert error["source"] == f"{config}:4"
@@ -374,7 +404,11 @@ async def test_backend_start_failure_is_502_and_cleaned_up(api, tmp_path):
     """Valid configuration, but the workers cannot start (a broken site module on them)."""
     broken = tmp_path / "broken_site.py"
     broken.write_text("raise RuntimeError('the worker environment is broken')\n")
-    body = {"profile": "local", "workers": 1, "overrides": {"cluster_kwargs.preload": [str(broken)]}}
+    body = {
+        "profile": "local",
+        "workers": 1,
+        "overrides": {"cluster_kwargs.preload": [str(broken)]},
+    }
     status, error = await api("POST", "clusters", body=body)
     assert status == 502, error
     assert "starting 'local' (local) failed" in error["message"]

@@ -28,17 +28,30 @@ def test_server_stops_its_clusters_when_it_stops(isolated, tmp_path):
     token = "t0ken"
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [str(Path(PYTHON).with_name("jupyter-server")), "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", "--allow-root", '--ServerApp.jpserver_extensions={"pipejupyter": True}'],
-        stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd(),
+        [
+            str(Path(PYTHON).with_name("jupyter-server")),
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            "--allow-root",
+            '--ServerApp.jpserver_extensions={"pipejupyter": True}',
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=os.getcwd(),
         env={**os.environ, "PYTHONPATH": str(ROOT), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt")},
     )
     try:
         import urllib.request
 
         def call(method, route, body=None):
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/{API}/{route}", method=method, data=body,
-                                             headers={"Authorization": f"token {token}"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/{API}/{route}",
+                method=method,
+                data=body,
+                headers={"Authorization": f"token {token}"},
+            )
             with urllib.request.urlopen(request, timeout=120) as response:
                 return response.status, json.loads(response.read() or b"null")
 
@@ -48,7 +61,9 @@ def test_server_stops_its_clusters_when_it_stops(isolated, tmp_path):
             except OSError:
                 return False
 
-        assert wait_until(up, timeout=60, interval=0.3), (tmp_path / "server.log").read_text()[-2000:]
+        assert wait_until(up, timeout=60, interval=0.3), (tmp_path / "server.log").read_text()[
+            -2000:
+        ]
         status, model = call("POST", "clusters", b'{"profile": "local", "workers": 2}')
         assert status == 201
         assert model["workers"] == 2

@@ -23,8 +23,17 @@ from tests.support.common import PYTHON, ROOT, children_of, wait_until
 def client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=40,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -67,7 +76,12 @@ def test_rerun_skips_what_succeeded(client, tmp_path):
     assert stored.ok
     assert len(_runs(marks)) == 13
     runs = context.history("count", workdir=tmp_path)
-    assert [(r["status"], r["done"], r["skipped"]) for r in runs] == [("done", 5, 0), ("done", 0, 5), ("done", 2, 4), ("done", 6, 0)]
+    assert [(r["status"], r["done"], r["skipped"]) for r in runs] == [
+        ("done", 5, 0),
+        ("done", 0, 5),
+        ("done", 2, 4),
+        ("done", 6, 0),
+    ]
     table = context.format_history(runs)
     assert "count" in table.splitlines()[1]
     assert len(table.splitlines()) == 5
@@ -80,8 +94,14 @@ def test_changed_code_recomputes(client, tmp_path):
     def v2(x):
         return x + 2
 
-    assert list(run_stage("code", v1, [1, 2], client=client, workdir=tmp_path, progress=None)) == [2, 3]
-    assert list(run_stage("code", v2, [1, 2], client=client, workdir=tmp_path, progress=None)) == [3, 4]
+    assert list(run_stage("code", v1, [1, 2], client=client, workdir=tmp_path, progress=None)) == [
+        2,
+        3,
+    ]
+    assert list(run_stage("code", v2, [1, 2], client=client, workdir=tmp_path, progress=None)) == [
+        3,
+        4,
+    ]
 
 
 def big(x):
@@ -93,11 +113,23 @@ def test_large_results_live_in_files_beside_the_database(client, tmp_path):
     files = sorted((tmp_path / ".pipejupyter" / "results").rglob("*.pkl"))
     assert len(files) == 2
     conn = sqlite3.connect(tmp_path / ".pipejupyter" / "context.sqlite")
-    assert conn.execute("SELECT COUNT(*) FROM items WHERE result IS NULL AND result_file IS NOT NULL").fetchone()[0] == 2
+    assert (
+        conn.execute(
+            "SELECT COUNT(*) FROM items WHERE result IS NULL AND result_file IS NOT NULL"
+        ).fetchone()[0]
+        == 2
+    )
     conn.close()
     assert [len(r) for r in context.results("big", workdir=tmp_path)] == [200_000, 200_000]
     # recomputed with another fingerprint: the old files are replaced, not left behind
-    run_stage("big", lambda x: bytes([x]) * 300_000, [1, 2], client=client, workdir=tmp_path, progress=None)
+    run_stage(
+        "big",
+        lambda x: bytes([x]) * 300_000,
+        [1, 2],
+        client=client,
+        workdir=tmp_path,
+        progress=None,
+    )
     assert len(list((tmp_path / ".pipejupyter" / "results").rglob("*.pkl"))) == 2
     assert [len(r) for r in context.results("big", workdir=tmp_path)] == [300_000, 300_000]
 
@@ -105,8 +137,11 @@ def test_large_results_live_in_files_beside_the_database(client, tmp_path):
 def test_readers_are_never_blocked_by_a_running_stage(client, tmp_path):
     """Another process reads the context in a loop while a stage writes to it."""
     reader = subprocess.Popen(
-        [PYTHON, "-c", textwrap.dedent(
-            """
+        [
+            PYTHON,
+            "-c",
+            textwrap.dedent(
+                """
             import sys, time, json
             sys.path.insert(0, sys.argv[1])
             from pipejupyter import context
@@ -123,10 +158,21 @@ def test_readers_are_never_blocked_by_a_running_stage(client, tmp_path):
                     errors.append(repr(exc))
             print(json.dumps({"reads": reads, "errors": errors}))
             """
-        ), str(ROOT), str(tmp_path)],
-        stdout=subprocess.PIPE, text=True,
+            ),
+            str(ROOT),
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    run_stage("readers", lambda x: time.sleep(0.002) or x, range(4000), client=client, workdir=tmp_path, progress=None)
+    run_stage(
+        "readers",
+        lambda x: time.sleep(0.002) or x,
+        range(4000),
+        client=client,
+        workdir=tmp_path,
+        progress=None,
+    )
     out = json.loads(reader.communicate(timeout=90)[0])
     assert out["errors"] == []
     assert out["reads"] > 3
@@ -180,13 +226,19 @@ def test_a_killed_kernel_resumes_where_it_stopped(tmp_path, no_leaks):
 
     def done_items() -> int:
         try:
-            return sum(1 for r in context.items("resume", workdir=tmp_path) if r["status"] == "done")
+            return sum(
+                1 for r in context.items("resume", workdir=tmp_path) if r["status"] == "done"
+            )
         except ContextError:
             return 0
 
-    kernel = subprocess.Popen([PYTHON, str(script), str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    kernel = subprocess.Popen(
+        [PYTHON, str(script), str(ROOT), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        assert wait_until(lambda: done_items() >= 8, 90, 0.05), "the stage should have recorded some items"
+        assert wait_until(lambda: done_items() >= 8, 90, 0.05), (
+            "the stage should have recorded some items"
+        )
         workers = children_of(kernel.pid)
         assert workers
         kernel.send_signal(signal.SIGKILL)
@@ -195,18 +247,24 @@ def test_a_killed_kernel_resumes_where_it_stopped(tmp_path, no_leaks):
         if kernel.poll() is None:
             kernel.kill()
     # its workers notice that their parent is gone and exit
-    assert wait_until(lambda: not [p for p in workers if _alive(p)], 60), [p for p in workers if _alive(p)]
+    assert wait_until(lambda: not [p for p in workers if _alive(p)], 60), [
+        p for p in workers if _alive(p)
+    ]
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
-    done_before = {r["key"] for r in context.items("resume", workdir=tmp_path) if r["status"] == "done"}
+    done_before = {
+        r["key"] for r in context.items("resume", workdir=tmp_path) if r["status"] == "done"
+    }
     assert 8 <= len(done_before) < 40
     assert context.history("resume", workdir=tmp_path)[-1]["status"] == "killed"
     ran_before = set(_runs(tmp_path / "marks"))
     for mark in (tmp_path / "marks").iterdir():
         mark.unlink()
 
-    second = subprocess.run([PYTHON, str(script), str(ROOT), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [PYTHON, str(script), str(ROOT), str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert "RESULT True" in second.stdout, second.stderr[-2000:]
     skipped = int(second.stdout.split("RESULT True")[1].split()[0])
     ran_after = set(_runs(tmp_path / "marks"))
@@ -229,13 +287,25 @@ def test_an_interrupted_stage_resumes(client, tmp_path):
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_stage("interrupted", counted, items, client=client, workdir=tmp_path, progress=Interrupt(), batch=1)
+        run_stage(
+            "interrupted",
+            counted,
+            items,
+            client=client,
+            workdir=tmp_path,
+            progress=Interrupt(),
+            batch=1,
+        )
     assert context.history("interrupted", workdir=tmp_path)[-1]["status"] == "interrupted"
-    done = {r["key"] for r in context.items("interrupted", workdir=tmp_path) if r["status"] == "done"}
+    done = {
+        r["key"] for r in context.items("interrupted", workdir=tmp_path) if r["status"] == "done"
+    }
     assert 4 <= len(done) < 30
     time.sleep(1)  # cancelled tasks that were already running finish their file
     before = len(list(marks.iterdir()))
-    result = run_stage("interrupted", counted, items, client=client, workdir=tmp_path, progress=None)
+    result = run_stage(
+        "interrupted", counted, items, client=client, workdir=tmp_path, progress=None
+    )
     assert list(result) == [x * 10 for x in range(30)]
     assert result.stats["skipped"] == len(done)
     assert len(list(marks.iterdir())) - before == 30 - len(done)

@@ -23,10 +23,18 @@ from tests.support.common import PYTHON, wait_until
 def client():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-        dashboard_address="127.0.0.1:0", silence_logs=40, resources={"GPU": 1},
-    ) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=2,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=40,
+            resources={"GPU": 1},
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -68,7 +76,9 @@ def test_results_in_input_order(client, tmp_path):
     assert list(result) == [x * x for x in range(50)]
     assert result.keys == [repr(x) for x in range(50)]
     assert result.ok
-    by_name = run_stage("dict", square, {"b": 3, "a": 2}, client=client, workdir=tmp_path, progress=None)
+    by_name = run_stage(
+        "dict", square, {"b": 3, "a": 2}, client=client, workdir=tmp_path, progress=None
+    )
     assert by_name.by_key() == {"b": 9, "a": 4}
     once = run_stage("once", os.getpid, client=client, workdir=tmp_path, progress=None)
     assert once.value != os.getpid()  # ran on a worker process
@@ -98,7 +108,9 @@ def boom_on_three(x):
 def test_a_failed_item_shows_its_traceback_and_others_finish(client, tmp_path):
     rec = Recorder()
     with pytest.raises(StageFailed) as info:
-        run_stage("boom", boom_on_three, range(8), client=client, workdir=tmp_path, progress=rec, batch=1)
+        run_stage(
+            "boom", boom_on_three, range(8), client=client, workdir=tmp_path, progress=rec, batch=1
+        )
     result = info.value.result
     assert [r for i, r in enumerate(result) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
     failure = result.failed["3"]
@@ -132,7 +144,9 @@ def flaky(args):
 def test_retries_are_per_item_and_recorded(client, tmp_path):
     rec = Recorder()
     items = {str(x): (str(tmp_path), x) for x in range(6)}
-    result = run_stage("flaky", flaky, items, retries=1, client=client, workdir=tmp_path, progress=rec)
+    result = run_stage(
+        "flaky", flaky, items, retries=1, client=client, workdir=tmp_path, progress=rec
+    )
     assert list(result) == list(range(6))
     assert result.stats["retried"] == 6
     assert all(not final for *_, final in rec.failures)
@@ -171,7 +185,9 @@ def test_output_appears_while_the_item_runs(client, tmp_path):
         assert f"start {key}" in text
         assert f"WARNING pipeline.test: half way through {key}" in text
         assert f"end {key}" in text
-        assert any(k == key and s == "stderr" and f"to stderr {key}" in t for _, k, t, s in rec.outputs)
+        assert any(
+            k == key and s == "stderr" and f"to stderr {key}" in t for _, k, t, s in rec.outputs
+        )
         assert text.count(f"end {key}") == 1  # shown once, not again from the final log
 
 
@@ -180,7 +196,9 @@ def test_tiny_items_are_batched_but_kept_per_item(client, tmp_path):
     assert list(result) == [x * x for x in range(3000)]
     assert result.stats["tasks"] < 100, result.stats  # not 3000 Dask tasks
     assert len(context.items("tiny", workdir=tmp_path)) == 3000
-    unbatched = run_stage("tiny1", square, range(40), client=client, persist=False, batch=False, progress=None)
+    unbatched = run_stage(
+        "tiny1", square, range(40), client=client, persist=False, batch=False, progress=None
+    )
     assert unbatched.stats["tasks"] == 40
 
 
@@ -198,25 +216,54 @@ def _overlaps(spans):
 def test_per_worker_limits_concurrency(tmp_path):
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=4, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=4,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=40,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         free = run_stage("free", nap, range(4), client=c, persist=False, progress=None)
         assert _overlaps(list(free)), "4 threads and no limit: items overlap (the control)"
-        limited = run_stage("limited", nap, range(4), client=c, per_worker=1, persist=False, progress=None)
+        limited = run_stage(
+            "limited", nap, range(4), client=c, per_worker=1, persist=False, progress=None
+        )
         assert not _overlaps(list(limited)), list(limited)
 
 
 def test_resources_are_checked_before_submitting(client, tmp_path):
-    assert list(run_stage("gpu", square, [2, 3], resources={"GPU": 1}, client=client, workdir=tmp_path, progress=None)) == [4, 9]
+    assert list(
+        run_stage(
+            "gpu",
+            square,
+            [2, 3],
+            resources={"GPU": 1},
+            client=client,
+            workdir=tmp_path,
+            progress=None,
+        )
+    ) == [4, 9]
     with pytest.raises(PlacementError, match=r"resource TPU=1.*worker resources: GPU=1"):
-        run_stage("tpu", square, [2], resources={"TPU": 1}, client=client, workdir=tmp_path, progress=None)
+        run_stage(
+            "tpu", square, [2], resources={"TPU": 1}, client=client, workdir=tmp_path, progress=None
+        )
     assert context.history("tpu", workdir=tmp_path) == []  # nothing started, nothing recorded
     with pytest.raises(StageError, match="retries must be an integer >= 0"):
         run_stage("x", square, [1], retries=-1, client=client, progress=None)
     with pytest.raises(StageError, match="stage name"):
         run_stage("a b/c", square, [1], client=client, progress=None)
     with pytest.raises(StageError, match="two items have the key"):
-        run_stage("dup", square, [pipejupyter.stages.run.Item("k", 1), pipejupyter.stages.run.Item("k", 2)], client=client, progress=None)
+        run_stage(
+            "dup",
+            square,
+            [pipejupyter.stages.run.Item("k", 1), pipejupyter.stages.run.Item("k", 2)],
+            client=client,
+            progress=None,
+        )
 
 
 def where(path):
@@ -229,23 +276,58 @@ def test_mapfile_hosts_place_items(client, tmp_path):
     """Workers on two loopback addresses stand for two hosts; the mapfile decides."""
     address = client.scheduler.address
     proc = subprocess.Popen(
-        [shutil.which("dask", path=os.path.dirname(PYTHON)) or "dask", "worker", address, "--host", "127.0.0.2",
-         "--nthreads", "1", "--no-dashboard", "--name", "second-host"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            shutil.which("dask", path=os.path.dirname(PYTHON)) or "dask",
+            "worker",
+            address,
+            "--host",
+            "127.0.0.2",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--name",
+            "second-host",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
-        assert wait_until(lambda: any(w["host"] == "127.0.0.2" for w in client.scheduler_info(n_workers=-1)["workers"].values()), 60)
-        mapfile = pipejupyter.stages.inputs.write_mapfile(tmp_path / "in.map", {
-            "127.0.0.2": [f"/data/b{i}.MS" for i in range(6)],
-            "localhost": [f"/data/a{i}.MS" for i in range(6)],
-        })
-        result = run_stage("placed", where, str(mapfile), client=client, workdir=tmp_path, progress=None, batch=1)
+        assert wait_until(
+            lambda: any(
+                w["host"] == "127.0.0.2"
+                for w in client.scheduler_info(n_workers=-1)["workers"].values()
+            ),
+            60,
+        )
+        mapfile = pipejupyter.stages.inputs.write_mapfile(
+            tmp_path / "in.map",
+            {
+                "127.0.0.2": [f"/data/b{i}.MS" for i in range(6)],
+                "localhost": [f"/data/a{i}.MS" for i in range(6)],
+            },
+        )
+        result = run_stage(
+            "placed", where, str(mapfile), client=client, workdir=tmp_path, progress=None, batch=1
+        )
         placed = result.by_key()
         assert {placed[f"/data/b{i}.MS"] for i in range(6)} == {"127.0.0.2"}
         assert {placed[f"/data/a{i}.MS"] for i in range(6)} == {"127.0.0.1"}
-        nowhere = pipejupyter.stages.inputs.write_mapfile(tmp_path / "bad.map", {"192.0.2.77": ["/data/x.MS"]})
-        with pytest.raises(PlacementError, match=r"'192\.0\.2\.77', but no worker runs there; worker hosts: 127\.0\.0\.1, 127\.0\.0\.2"):
-            run_stage("nowhere", where, pipejupyter.stages.inputs.mapfile(nowhere), client=client, workdir=tmp_path, progress=None)
+        nowhere = pipejupyter.stages.inputs.write_mapfile(
+            tmp_path / "bad.map", {"192.0.2.77": ["/data/x.MS"]}
+        )
+        with pytest.raises(
+            PlacementError,
+            match=r"'192\.0\.2\.77', but no worker runs there; worker hosts: 127\.0\.0\.1, 127\.0\.0\.2",
+        ):
+            run_stage(
+                "nowhere",
+                where,
+                pipejupyter.stages.inputs.mapfile(nowhere),
+                client=client,
+                workdir=tmp_path,
+                progress=None,
+            )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
@@ -262,8 +344,17 @@ def slow_item(x):
 def test_killing_a_worker_loses_no_item(tmp_path, no_leaks):
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=50) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=50,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         rec = Recorder()
         killed: list[int] = []
 
@@ -281,7 +372,9 @@ def test_killing_a_worker_loses_no_item(tmp_path, no_leaks):
 
         thread = threading.Thread(target=killer)
         thread.start()
-        result = run_stage("survive", slow_item, range(10), client=c, workdir=tmp_path, progress=rec, batch=1)
+        result = run_stage(
+            "survive", slow_item, range(10), client=c, workdir=tmp_path, progress=rec, batch=1
+        )
         thread.join()
         assert killed, "the test must have killed a worker"
         assert list(result) == list(range(10))

@@ -36,22 +36,32 @@ def test_globs(tmp_path):
         (tmp_path / name).mkdir()
     items = resolve_items(str(tmp_path / "*.ms"))
     assert [i.value for i in items] == [str(tmp_path / "a.ms"), str(tmp_path / "b.ms")]
-    assert [i.value for i in resolve_items(inputs.glob(tmp_path / "*.txt"))] == [str(tmp_path / "c.txt")]
+    assert [i.value for i in resolve_items(inputs.glob(tmp_path / "*.txt"))] == [
+        str(tmp_path / "c.txt")
+    ]
     with pytest.raises(InputError, match=r"no files match .*\*\.uvfits"):
         resolve_items(str(tmp_path / "*.uvfits"))
 
 
 def test_old_style_mapfile(tmp_path):
     path = tmp_path / "input.map"
-    path.write_text("# made by hand\nlocus001 = [/data/a.MS, /data/b.MS]\n\nlocus002 = ['/data/c.MS']\n")
+    path.write_text(
+        "# made by hand\nlocus001 = [/data/a.MS, /data/b.MS]\n\nlocus002 = ['/data/c.MS']\n"
+    )
     items = resolve_items(str(path))  # a string naming a mapfile is read as one
-    assert [(i.key, i.host) for i in items] == [("/data/a.MS", "locus001"), ("/data/b.MS", "locus001"), ("/data/c.MS", "locus002")]
+    assert [(i.key, i.host) for i in items] == [
+        ("/data/a.MS", "locus001"),
+        ("/data/b.MS", "locus001"),
+        ("/data/c.MS", "locus002"),
+    ]
     assert resolve_items(inputs.mapfile(path)) == items
 
 
 def test_datamap_mapfile_skips_and_errors(tmp_path):
     path = tmp_path / "dm.mapfile"
-    path.write_text("[{'host': 'n1', 'file': '/d/a.MS', 'skip': False}, {'host': 'n2', 'file': '/d/b.MS', 'skip': True}]")
+    path.write_text(
+        "[{'host': 'n1', 'file': '/d/a.MS', 'skip': False}, {'host': 'n2', 'file': '/d/b.MS', 'skip': True}]"
+    )
     assert [(i.value, i.host) for i in inputs.read_mapfile(path)] == [("/d/a.MS", "n1")]
     bad = tmp_path / "bad.map"
     bad.write_text("locus001 = [/data/a.MS]\nthis is not a mapfile line\n")
@@ -69,7 +79,11 @@ def test_datamap_mapfile_skips_and_errors(tmp_path):
 
 def test_write_mapfile_round_trip(tmp_path):
     path = inputs.write_mapfile(tmp_path / "x.map", {"127.0.0.1": ["/a", "/b"], "node2": ["/c"]})
-    assert [(i.key, i.host) for i in inputs.read_mapfile(path)] == [("/a", "127.0.0.1"), ("/b", "127.0.0.1"), ("/c", "node2")]
+    assert [(i.key, i.host) for i in inputs.read_mapfile(path)] == [
+        ("/a", "127.0.0.1"),
+        ("/b", "127.0.0.1"),
+        ("/c", "node2"),
+    ]
 
 
 def test_tokens_are_stable_and_sensitive():
@@ -100,7 +114,12 @@ def test_token_of_a_notebook_function_survives_a_restart(tmp_path):
         """
     )
     outs = [
-        subprocess.run([PYTHON, "-c", script, str(ROOT), f"/tmp/ipykernel_{n}/cell.py"], capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [PYTHON, "-c", script, str(ROOT), f"/tmp/ipykernel_{n}/cell.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         for n in (1111, 2222)
     ]
     assert outs[0] == outs[1]
@@ -113,7 +132,12 @@ def test_used_names_and_unpicklable_values():
     import threading
 
     namespace = {"threshold": 1, "offset": 2, "lock": threading.Lock(), "item": 99}
-    work = cell_work(src.replace("import numpy as np\n", "").replace("np.sum([y])", "y"), namespace, name="s", item_var="item")
+    work = cell_work(
+        src.replace("import numpy as np\n", "").replace("np.sum([y])", "y"),
+        namespace,
+        name="s",
+        item_var="item",
+    )
     assert sorted(work.blobs) == ["offset", "threshold"]
     assert work.run_item(10, "k", True) == 1 + 1 + 10 + 2
     with pytest.raises(CellError, match=r"uses 'lock' .*cannot be sent to the workers"):
@@ -136,7 +160,9 @@ def test_batch_runner_keeps_going_after_a_failure():
             raise KeyError("one")
         return x * 10
 
-    _, _, outcomes = run_batch(as_work(work), Entries([(0, "a", 0), (1, "b", 1), (2, "c", 2)]), _meta())
+    _, _, outcomes = run_batch(
+        as_work(work), Entries([(0, "a", 0), (1, "b", 1), (2, "c", 2)]), _meta()
+    )
     assert [o.ok for o in outcomes] == [True, False, True]
     assert "KeyError: 'one'" in outcomes[1].error
     assert "in work" in outcomes[1].error
@@ -152,7 +178,9 @@ def _meta():
 
 def test_commands(tmp_path):
     script = tmp_path / "node.sh"
-    script.write_text('#!/bin/sh\necho "in $PWD: $1 with $MODE"\necho warn >&2\n[ "$1" != bad ] || exit 3\n')
+    script.write_text(
+        '#!/bin/sh\necho "in $PWD: $1 with $MODE"\necho warn >&2\n[ "$1" != bad ] || exit 3\n'
+    )
     script.chmod(0o755)
     cmd = command([str(script)], env={"MODE": "fast"}, cwd=tmp_path)
     result = cmd.bind("a.ms", "a").execute()
@@ -203,5 +231,7 @@ def test_python_module_imports_stay_light():
         "bad = [m for m in ('distributed', 'IPython', 'ipywidgets', 'casatasks', 'mpi4py') if m in sys.modules];"
         "print(bad)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"

@@ -35,7 +35,15 @@ def test_stage_runs_inside_slurm_jobs_with_retries_and_context(isolated):
     handle = pipejupyter.start("slurm", workers=2, overrides=SMALL, timeout=180)
     try:
         fn = _in_job(str(work / "seen-3"))
-        result = run_stage("squares", fn, list(range(8)), retries=1, client=handle.client, progress=None, workdir=work)
+        result = run_stage(
+            "squares",
+            fn,
+            list(range(8)),
+            retries=1,
+            client=handle.client,
+            progress=None,
+            workdir=work,
+        )
         assert [r["x"] for r in result] == [x * x for x in range(8)]
         jobs = set(jobs_under(isolated))
         assert len(jobs) == 2
@@ -44,7 +52,15 @@ def test_stage_runs_inside_slurm_jobs_with_retries_and_context(isolated):
         assert [(a["attempt"], a["outcome"]) for a in tries] == [(1, "failed"), (2, "done")]
         assert "first attempt of item 3 fails" in tries[0]["error"]
         assert {r["status"] for r in context.items("squares", workdir=work)} == {"done"}
-        again = run_stage("squares", fn, list(range(8)), retries=1, client=handle.client, progress=None, workdir=work)
+        again = run_stage(
+            "squares",
+            fn,
+            list(range(8)),
+            retries=1,
+            client=handle.client,
+            progress=None,
+            workdir=work,
+        )
         assert list(again) == list(result), again.stats
         assert again.stats["skipped"] == 8, again.stats
     finally:

@@ -22,7 +22,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes") or bool(os.environ.get("PIPEJUPYTER_REQUIRE_ALL"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes") or bool(
+    os.environ.get("PIPEJUPYTER_REQUIRE_ALL")
+)
 
 
 def require(ok: bool, what: str) -> None:
@@ -38,7 +40,9 @@ def children_of(pid: int) -> list[int]:
     """Every live descendant of ``pid`` (zombies excluded)."""
     out = []
     try:
-        listing = subprocess.run(["ps", "-eo", "pid=,ppid=,stat="], capture_output=True, text=True, check=True).stdout
+        listing = subprocess.run(
+            ["ps", "-eo", "pid=,ppid=,stat="], capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return out
     tree: dict[int, list[tuple[int, str]]] = {}
@@ -58,7 +62,9 @@ def children_of(pid: int) -> list[int]:
 def live_children(pid: int) -> set[int]:
     """Descendants that count as leaks: multiprocessing's resource tracker lives as long as
     the interpreter, and an empty command line means the process is already exiting."""
-    return {p for p in children_of(pid) if cmdline_of(p) and "resource_tracker" not in cmdline_of(p)}
+    return {
+        p for p in children_of(pid) if cmdline_of(p) and "resource_tracker" not in cmdline_of(p)
+    }
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1):
@@ -72,7 +78,9 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1):
 
 def cmdline_of(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""
 
@@ -81,7 +89,9 @@ def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None
 
 
-def run_cli(*args: str, env: dict | None = None, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict | None = None, cwd=None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PYTHON, "-m", "pipejupyter", *args],
         capture_output=True,

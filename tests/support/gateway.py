@@ -50,7 +50,9 @@ class RealGateway:
     def active(self) -> list[str]:
         """Names of this user's clusters that are pending, running or stopping (raw client)."""
         with _raw_gateway(self.address, self.user, self.password) as gateway:
-            return [r.name for r in gateway.list_clusters(status=["pending", "running", "stopping"])]
+            return [
+                r.name for r in gateway.list_clusters(status=["pending", "running", "stopping"])
+            ]
 
     def stop_everything(self) -> None:
         with _raw_gateway(self.address, self.user, self.password) as gateway:
@@ -103,7 +105,10 @@ def _loop_threads() -> int:
 def gw(isolated):
     address = os.environ.get(ADDRESS_VAR, "")
     password = os.environ.get(PASSWORD_VAR, "")
-    require(bool(address and password) and _healthy(address), "dask-gateway-server from ci/gateway.sh (. .ci-state/gateway/env.sh)")
+    require(
+        bool(address and password) and _healthy(address),
+        "dask-gateway-server from ci/gateway.sh (. .ci-state/gateway/env.sh)",
+    )
     gateway = RealGateway(address, password, f"pjtest-{uuid.uuid4().hex[:10]}")
     write_config(isolated / "work" / "config.yaml", gateway)
     loops_before = _loop_threads()

@@ -45,21 +45,30 @@ def labextension_problem() -> str | None:
         return "jupyterlab is not installed"
     result = subprocess.run(
         [str(Path(sys.executable).with_name("jupyter")), "labextension", "list"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     listing = result.stdout + result.stderr
     line = next((ln for ln in listing.splitlines() if ln.strip().startswith("pipejupyter ")), "")
     if "enabled" not in line or "OK" not in line:
         return "the pipejupyter lab extension is not installed and enabled (pip install -e .)"
     built = ROOT / "pipejupyter" / "labextension" / "package.json"
-    installed = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "pipejupyter" / "package.json"
+    installed = (
+        Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "pipejupyter" / "package.json"
+    )
     if built.is_file() and installed.is_file():
+
         def entry(path: Path) -> str:
-            return json.loads(path.read_text()).get("jupyterlab", {}).get("_build", {}).get("load", "")
+            return (
+                json.loads(path.read_text()).get("jupyterlab", {}).get("_build", {}).get("load", "")
+            )
 
         if entry(built) != entry(installed):
-            return ("the installed lab extension is older than the build in pipejupyter/labextension "
-                    "(reinstall: .venv/bin/pip install -e . --no-deps)")
+            return (
+                "the installed lab extension is older than the build in pipejupyter/labextension "
+                "(reinstall: .venv/bin/pip install -e . --no-deps)"
+            )
     return None
 
 
@@ -81,7 +90,10 @@ class LabServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.work = base / "work"
         self.runtime = base / "pipejupyter-runtime"
-        dirs = {name: base / name for name in ("home", "config", "data", "jupyter-runtime", "settings", "workspaces")}
+        dirs = {
+            name: base / name
+            for name in ("home", "config", "data", "jupyter-runtime", "settings", "workspaces")
+        }
         for d in [*dirs.values(), self.work, self.runtime]:
             d.mkdir(parents=True, exist_ok=True)
         page_config = {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
@@ -106,10 +118,20 @@ class LabServer:
     def start(self, timeout: float = 90) -> LabServer:
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("jupyter")), self.app, "--no-browser", "--ip=127.0.0.1",
-             f"--port={self.port}", f"--ServerApp.token={self.token}", "--allow-root",
-             f"--ServerApp.root_dir={self.work}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.work, env=self.env,
+            [
+                str(Path(sys.executable).with_name("jupyter")),
+                self.app,
+                "--no-browser",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                f"--ServerApp.token={self.token}",
+                "--allow-root",
+                f"--ServerApp.root_dir={self.work}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.work,
+            env=self.env,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -122,10 +144,16 @@ class LabServer:
             time.sleep(0.25)
         raise TimeoutError(f"jupyter lab did not answer in {timeout} s: {self.log_tail()}")
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 120) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, timeout: float = 120
+    ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url}/{path}", data=data, method=method,
-                                     headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}/{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
                 raw = response.read()
@@ -197,9 +225,18 @@ def notebook(cells: list[str]) -> dict[str, Any]:
         "content": {
             "nbformat": 4,
             "nbformat_minor": 5,
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+            "metadata": {
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+            },
             "cells": [
-                {"cell_type": "code", "id": f"cell-{i}", "source": src, "metadata": {}, "outputs": [], "execution_count": None}
+                {
+                    "cell_type": "code",
+                    "id": f"cell-{i}",
+                    "source": src,
+                    "metadata": {},
+                    "outputs": [],
+                    "execution_count": None,
+                }
                 for i, src in enumerate(cells)
             ],
         },

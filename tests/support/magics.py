@@ -26,10 +26,14 @@ def ipython_shell() -> InteractiveShell:
 
 @pytest.fixture
 def shell(isolated):
-    kind = manager.default_manager.owner_kind  # loading marks this process as a kernel: undo that for other tests
+    kind = (
+        manager.default_manager.owner_kind
+    )  # loading marks this process as a kernel: undo that for other tests
     ip = ipython_shell()
     ip.extension_manager.load_extension("pipejupyter")
-    manager.default_manager.owner_kind = "kernel"  # already loaded by an earlier test: load() did not run again
+    manager.default_manager.owner_kind = (
+        "kernel"  # already loaded by an earlier test: load() did not run again
+    )
     yield ip
     ip.user_ns.pop("c", None)
     manager.default_manager.owner_kind = kind

@@ -19,12 +19,16 @@ def kernel_env(isolated, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     runtime = str(isolated / "runtime")
     yield isolated
-    left = wait_until(lambda: not processes_with_env("PIPEJUPYTER_RUNTIME_DIR", runtime), timeout=30)
+    left = wait_until(
+        lambda: not processes_with_env("PIPEJUPYTER_RUNTIME_DIR", runtime), timeout=30
+    )
     assert left, f"processes left running: {processes_with_env('PIPEJUPYTER_RUNTIME_DIR', runtime)}"
 
 
 def execute(nb, cwd: Path):
-    client = NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
     client.execute()
     return nb
 
@@ -43,6 +47,10 @@ def clean_code_cells(nb) -> list:
     """The notebook's code cells, after asserting that none shows an error or stderr output."""
     code = [c for c in nb.cells if c.cell_type == "code"]
     for cell in code:
-        errors = [o for o in cell.outputs if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
+        errors = [
+            o
+            for o in cell.outputs
+            if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")
+        ]
         assert not errors, (cell.source, errors)
     return code

@@ -40,7 +40,9 @@ def slurm_up() -> bool:
         if conf:
             os.environ["SLURM_CONF"] = conf
     try:
-        done = subprocess.run(["sinfo", "-h", "-o", "%a"], capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["sinfo", "-h", "-o", "%a"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     if done.returncode != 0 or "up" not in done.stdout:
@@ -50,7 +52,10 @@ def slurm_up() -> bool:
 
 
 def require_slurm() -> None:
-    require(slurm_up(), "a running SLURM with sbatch on PATH (ci/slurm.sh start; . .ci-state/slurm/env.sh)")
+    require(
+        slurm_up(),
+        "a running SLURM with sbatch on PATH (ci/slurm.sh start; . .ci-state/slurm/env.sh)",
+    )
 
 
 @cache
@@ -62,7 +67,9 @@ def _tool(name: str) -> str:
 def jobs_under(directory: Path | str) -> dict[str, str]:
     """``{job_id: state}`` of queued jobs whose working directory is inside ``directory``."""
     root = str(Path(directory).resolve())
-    out = subprocess.run([_tool("squeue"), "-h", "-o", "%i %T %Z"], capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run(
+        [_tool("squeue"), "-h", "-o", "%i %T %Z"], capture_output=True, text=True, timeout=10
+    ).stdout
     jobs = {}
     for line in out.splitlines():
         parts = line.split(None, 2)

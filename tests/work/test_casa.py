@@ -24,7 +24,10 @@ SITE_CONFIG = ROOT / ".ci-state" / "casa" / "config.py"
 def casa_env():
     require(importlib.util.find_spec("casatasks") is not None, "casatasks (ci/casa.sh install)")
     config = os.environ.get("CASASITECONFIG") or (str(SITE_CONFIG) if SITE_CONFIG.is_file() else "")
-    require(bool(config) and os.path.isfile(config), "the offline CASA site config (ci/casa.sh install writes it)")
+    require(
+        bool(config) and os.path.isfile(config),
+        "the offline CASA site config (ci/casa.sh install writes it)",
+    )
     previous = os.environ.get("CASASITECONFIG")
     os.environ["CASASITECONFIG"] = config  # workers spawned below inherit it
     yield config
@@ -38,7 +41,12 @@ def mses(casa_env, tmp_path_factory):
     out = []
     for name in ("first.ms", "second.ms"):
         path = folder / name
-        proc = subprocess.run([PYTHON, str(ROOT / "ci" / "make_ms.py"), str(path)], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [PYTHON, str(ROOT / "ci" / "make_ms.py"), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert path.is_dir(), proc.stderr[-2000:]
         out.append(str(path))
@@ -49,13 +57,29 @@ def mses(casa_env, tmp_path_factory):
 def client(casa_env):
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=40,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
 def test_listobs_over_measurement_sets(client, mses, tmp_path):
-    result = run_stage("listobs", pipejupyter.casa("listobs", listfile=""), mses, client=client, workdir=tmp_path, progress=None)
+    result = run_stage(
+        "listobs",
+        pipejupyter.casa("listobs", listfile=""),
+        mses,
+        client=client,
+        workdir=tmp_path,
+        progress=None,
+    )
     assert result.keys == mses
     for ms, res in zip(mses, result, strict=True):
         assert isinstance(res, CasaResult)
@@ -82,15 +106,34 @@ def calibrate_and_image(vis, workdir):
     split_ms = os.path.join(workdir, f"{name}-split.ms")
     pipejupyter.casa("split", vis=vis, outputvis=split_ms, datacolumn="data").run()
     image = os.path.join(workdir, name)
-    pipejupyter.casa("tclean", vis=split_ms, imagename=image, imsize=64, cell="20arcsec", niter=20,
-                     weighting="natural", specmode="mfs").run()
+    pipejupyter.casa(
+        "tclean",
+        vis=split_ms,
+        imagename=image,
+        imsize=64,
+        cell="20arcsec",
+        niter=20,
+        weighting="natural",
+        specmode="mfs",
+    ).run()
     stats = pipejupyter.casa("imstat", imagename=image + ".image").run()
-    return {"rows": flags.value["total"], "peak": float(stats.value["max"][0]), "tclean_log": len(stats.log)}
+    return {
+        "rows": flags.value["total"],
+        "peak": float(stats.value["max"][0]),
+        "tclean_log": len(stats.log),
+    }
 
 
 def test_a_chain_of_tasks_in_one_item(client, mses, tmp_path):
-    result = run_stage("image", functools.partial(calibrate_and_image, workdir=str(tmp_path)), [mses[0]],
-                       client=client, workdir=tmp_path, progress=None, batch=1)
+    result = run_stage(
+        "image",
+        functools.partial(calibrate_and_image, workdir=str(tmp_path)),
+        [mses[0]],
+        client=client,
+        workdir=tmp_path,
+        progress=None,
+        batch=1,
+    )
     out = result[0]
     assert out["rows"] > 0
     assert 0.5 < out["peak"] < 1.5  # the simulated 1 Jy source
@@ -101,10 +144,27 @@ def test_a_chain_of_tasks_in_one_item(client, mses, tmp_path):
 
 def test_casa_task_errors(client, mses, tmp_path):
     with pytest.raises(StageFailed) as info:
-        run_stage("typo", pipejupyter.casa("listobz"), [mses[0]], client=client, workdir=tmp_path, progress=None)
-    assert "casatasks has no task 'listobz' (did you mean 'listobs'?)" in info.value.result.failed[mses[0]].error
+        run_stage(
+            "typo",
+            pipejupyter.casa("listobz"),
+            [mses[0]],
+            client=client,
+            workdir=tmp_path,
+            progress=None,
+        )
+    assert (
+        "casatasks has no task 'listobz' (did you mean 'listobs'?)"
+        in info.value.result.failed[mses[0]].error
+    )
     with pytest.raises(StageFailed) as info:
-        run_stage("not-an-image", pipejupyter.casa("imstat", item_arg="imagename"), [mses[0]], client=client, workdir=tmp_path, progress=None)
+        run_stage(
+            "not-an-image",
+            pipejupyter.casa("imstat", item_arg="imagename"),
+            [mses[0]],
+            client=client,
+            workdir=tmp_path,
+            progress=None,
+        )
     assert "Unable to open image" in info.value.result.failed[mses[0]].message
     assert f"FAILED\nimstat(imagename={mses[0]!r})" in (tmp_path / COMMANDS_LOG).read_text()
 
@@ -112,7 +172,14 @@ def test_casa_task_errors(client, mses, tmp_path):
 @pytest.mark.mpi
 def test_casa_under_mpirun(client, mses, tmp_path):
     require(shutil.which("mpirun") is not None, "OpenMPI's mpirun (ci/mpi.sh install)")
-    result = run_stage("listobs-mpi", pipejupyter.casa("listobs", listfile="", mpi=2), [mses[1]], client=client, workdir=tmp_path, progress=None)
+    result = run_stage(
+        "listobs-mpi",
+        pipejupyter.casa("listobs", listfile="", mpi=2),
+        [mses[1]],
+        client=client,
+        workdir=tmp_path,
+        progress=None,
+    )
     res = result[0]
     assert res.value["nfields"] == 1
     assert res.mpi["nprocs"] == 2

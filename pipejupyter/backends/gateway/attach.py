@@ -50,7 +50,9 @@ def _netlocs(spec: ClusterSpec) -> set[str]:
     return found
 
 
-def _adhoc(address: str | None, profile: str = "", auth: dict | None = None, **more: Any) -> ClusterSpec:
+def _adhoc(
+    address: str | None, profile: str = "", auth: dict | None = None, **more: Any
+) -> ClusterSpec:
     options = {"address": address, **{k: v for k, v in more.items() if v is not None}}
     if auth:
         options["auth"] = auth
@@ -64,14 +66,20 @@ def find_cluster(target: str):
     rest = target.split("://", 1)[1].strip("/")
     head, _, name = rest.rpartition("/")
     if not name:
-        raise UnknownCluster(f"{target!r} names no cluster; use gateway://NAME or gateway://PROFILE/NAME")
+        raise UnknownCluster(
+            f"{target!r} names no cluster; use gateway://NAME or gateway://PROFILE/NAME"
+        )
     cfg = load_config()
     if head and head in cfg.profiles:
         candidates = [cfg.resolve(head)]
         if candidates[0].backend != "gateway":
-            raise ClusterError(f"profile {head!r} is not a gateway profile (backend {candidates[0].backend})")
+            raise ClusterError(
+                f"profile {head!r} is not a gateway profile (backend {candidates[0].backend})"
+            )
     elif head:
-        candidates = [s for s in gateway_profiles(cfg) if head in _netlocs(s)] or [_adhoc(f"http://{head}")]
+        candidates = [s for s in gateway_profiles(cfg) if head in _netlocs(s)] or [
+            _adhoc(f"http://{head}")
+        ]
     else:
         candidates = gateway_profiles(cfg)
         if not candidates and dask.config.get("gateway.address", None):
@@ -120,7 +128,11 @@ def spec_for_record(record: dict[str, Any]) -> ClusterSpec:
         if same:
             return same[0]
     # Only names of variables travel in records; a literal password cannot be rebuilt.
-    auth = {k: v for k, v in (info.get("auth") or {}).items() if k in ("type", "username", "password_env", "api_token_env")}
+    auth = {
+        k: v
+        for k, v in (info.get("auth") or {}).items()
+        if k in ("type", "username", "password_env", "api_token_env")
+    }
     return _adhoc(
         address or None,
         profile,
@@ -130,20 +142,30 @@ def spec_for_record(record: dict[str, Any]) -> ClusterSpec:
     )
 
 
-def remote_record(spec: ClusterSpec, session: GatewaySession, info: dict[str, Any], report: Any) -> dict[str, Any]:
+def remote_record(
+    spec: ClusterSpec, session: GatewaySession, info: dict[str, Any], report: Any
+) -> dict[str, Any]:
     """A gateway cluster report as a listing record (the shape of a discovery record)."""
-    status = {"PENDING": "starting", "RUNNING": "running", "STOPPING": "stopping"}.get(report.status.name, "stopped")
+    status = {"PENDING": "starting", "RUNNING": "running", "STOPPING": "stopping"}.get(
+        report.status.name, "stopped"
+    )
     return {
         "id": report.name,
         "name": report.name,
         "backend": "gateway",
         "profile": spec.profile,
         "status": status,
-        "scheduler_address": report.scheduler_address or f"{session.gateway.proxy_address}/{report.name}",
+        "scheduler_address": report.scheduler_address
+        or f"{session.gateway.proxy_address}/{report.name}",
         "dashboard_link": report.dashboard_link,
         "adapt": None,
         "workers_requested": None,
-        "owner": {"kind": "gateway", "host": urlparse(session.address).hostname, "pid": None, "user": session.username},
+        "owner": {
+            "kind": "gateway",
+            "host": urlparse(session.address).hostname,
+            "pid": None,
+            "user": session.username,
+        },
         "owner_alive": True,
         "started": report.start_time.timestamp() if report.start_time else None,
         "backend_info": {**info, "cluster_name": report.name},

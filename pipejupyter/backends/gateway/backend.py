@@ -65,9 +65,19 @@ AUTH = Field(
         "type": Field("str", "basic | kerberos | jupyterhub | a dotted GatewayAuth class"),
         "username": Field("str", "basic: user name (default: this user)", nullable=True),
         "password": Field("str", "basic: password (prefer password_env)", nullable=True),
-        "password_env": Field("str", "basic: environment variable holding the password", nullable=True),
-        "api_token_env": Field("str", "jupyterhub: variable holding the API token (default JUPYTERHUB_API_TOKEN)", nullable=True),
-        "kwargs": Field("map", "keyword arguments of a dotted auth class; $VAR is read from the environment", nullable=True),
+        "password_env": Field(
+            "str", "basic: environment variable holding the password", nullable=True
+        ),
+        "api_token_env": Field(
+            "str",
+            "jupyterhub: variable holding the API token (default JUPYTERHUB_API_TOKEN)",
+            nullable=True,
+        ),
+        "kwargs": Field(
+            "map",
+            "keyword arguments of a dotted auth class; $VAR is read from the environment",
+            nullable=True,
+        ),
     },
 )
 
@@ -80,12 +90,20 @@ class GatewayBackend(Backend):
     remote_clusters = True
     cluster_classes = ("dask_gateway.GatewayCluster", "dask_gateway.client.GatewayCluster")
     profile_keys = {
-        "address": Field("str", "gateway server address, e.g. https://gateway.example.org", nullable=True),
-        "proxy_address": Field("any", "scheduler proxy address or port (default: from address)", nullable=True),
+        "address": Field(
+            "str", "gateway server address, e.g. https://gateway.example.org", nullable=True
+        ),
+        "proxy_address": Field(
+            "any", "scheduler proxy address or port (default: from address)", nullable=True
+        ),
         "public_address": Field("str", "address browsers use, for dashboard links", nullable=True),
         "auth": AUTH,
-        "options": Field("map", "cluster options, checked against the server's option spec", nullable=True),
-        "request_timeout": Field("number", "seconds each request to the gateway may take", minimum=0, nullable=True),
+        "options": Field(
+            "map", "cluster options, checked against the server's option spec", nullable=True
+        ),
+        "request_timeout": Field(
+            "number", "seconds each request to the gateway may take", minimum=0, nullable=True
+        ),
     }
 
     # -- resolve time -------------------------------------------------------------------
@@ -110,7 +128,9 @@ class GatewayBackend(Backend):
             for key in list(kwargs):
                 options.setdefault(key, kwargs.pop(key))
             spec.options["options"] = options
-            spec.notes.append("cluster_kwargs of GatewayCluster are gateway cluster options (options)")
+            spec.notes.append(
+                "cluster_kwargs of GatewayCluster are gateway cluster options (options)"
+            )
 
     @classmethod
     def validate_kwargs(cls, spec: ClusterSpec) -> None:
@@ -137,7 +157,11 @@ class GatewayBackend(Backend):
             opts["auth"] = auth = {"type": auth}
         if auth:
             kind = auth.get("type") or "basic"
-            if kind not in ("basic", "kerberos", "jupyterhub") and "." not in kind and ":" not in kind:
+            if (
+                kind not in ("basic", "kerberos", "jupyterhub")
+                and "." not in kind
+                and ":" not in kind
+            ):
                 raise ConfigError(
                     f"unknown auth type {kind!r}",
                     key=f"{where}.auth.type",
@@ -162,7 +186,10 @@ class GatewayBackend(Backend):
         send, notes = self._environment()
         shown = self.spec.to_json()
         shown["options"] = self.shown_options()
-        shown["env"] = {"pass": shown["env"].get("pass", []), "workers_receive": redact_mapping(send, self.env.redact)}
+        shown["env"] = {
+            "pass": shown["env"].get("pass", []),
+            "workers_receive": redact_mapping(send, self.env.redact),
+        }
         shown.pop("notes", None)
         text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
         text += "# gateway: options are checked against the server's option spec when the cluster starts\n"
@@ -214,7 +241,10 @@ class GatewayBackend(Backend):
             timeout = float(self.spec.wait_timeout or DEFAULT_START_TIMEOUT)
             self._report = session.wait_running(self._name, timeout)
             if self._reaper is not None and not self._reaper.confirm():
-                logger.warning("gateway cluster %s: its reaper did not start; a killed kernel would leave it", self._name)
+                logger.warning(
+                    "gateway cluster %s: its reaper did not start; a killed kernel would leave it",
+                    self._name,
+                )
         except BaseException:
             try:
                 self.close(timeout=20)  # nothing half-started: the cluster, if submitted, goes
@@ -228,7 +258,9 @@ class GatewayBackend(Backend):
         self._session = session = self._session or self._open_session()
         report = session.report(self._name)
         if report.status.name != "RUNNING":
-            raise ClusterError(f"gateway cluster {self._name} is {report.status.name.lower()}, not running")
+            raise ClusterError(
+                f"gateway cluster {self._name} is {report.status.name.lower()}, not running"
+            )
         self._report = report
 
     def make_client(self, **kwargs: Any):
@@ -256,7 +288,9 @@ class GatewayBackend(Backend):
         if self._session is None or self._name is None:
             raise ClusterError("the gateway cluster is not running")
         if self._attached:
-            raise NotOwned(f"gateway cluster {self._name} was connected, not started, by this process")
+            raise NotOwned(
+                f"gateway cluster {self._name} was connected, not started, by this process"
+            )
         return self._session
 
     def scale(self, n: int) -> None:
@@ -266,7 +300,9 @@ class GatewayBackend(Backend):
 
     def adapt(self, minimum: int, maximum: int, **kwargs: Any) -> None:
         if kwargs:
-            logger.info("the gateway decides adaptive timing itself; ignoring %s", ", ".join(sorted(kwargs)))
+            logger.info(
+                "the gateway decides adaptive timing itself; ignoring %s", ", ".join(sorted(kwargs))
+            )
         remark = self._require_session().adapt(self._name, minimum, maximum)
         self._requested, self._adaptive = minimum, True
         self._remark(remark)
@@ -277,7 +313,9 @@ class GatewayBackend(Backend):
             match = re.search(r"[Ss]caling to (\d+)", remark)
             if match and not self._adaptive:
                 self._requested = int(match.group(1))  # no pending rows for workers that never come
-            warnings.warn(f"gateway cluster {self._name}: {remark}", GatewayLimitWarning, stacklevel=3)
+            warnings.warn(
+                f"gateway cluster {self._name}: {remark}", GatewayLimitWarning, stacklevel=3
+            )
             logger.warning("gateway cluster %s: %s", self._name, remark)
 
     def pending_workers(self, connected: dict[str, dict]) -> list[dict]:
@@ -318,7 +356,9 @@ class GatewayBackend(Backend):
         return {
             "cluster_name": self._name,
             "address": session.address if session else opts.get("address"),
-            "proxy_address": session.gateway.proxy_address if session and session.gateway else opts.get("proxy_address"),
+            "proxy_address": session.gateway.proxy_address
+            if session and session.gateway
+            else opts.get("proxy_address"),
             "public_address": opts.get("public_address"),
             "auth": auth_description(opts.get("auth")),
         }
@@ -336,7 +376,9 @@ class GatewayBackend(Backend):
         return cls._attached_backend(spec, record["backend_info"]["cluster_name"], None)
 
     @classmethod
-    def _attached_backend(cls, spec: ClusterSpec, name: str, session: GatewaySession | None) -> GatewayBackend:
+    def _attached_backend(
+        cls, spec: ClusterSpec, name: str, session: GatewaySession | None
+    ) -> GatewayBackend:
         backend = cls(spec, environment_for(spec))
         backend._attached, backend._name, backend._session = True, name, session
         return backend
@@ -348,7 +390,11 @@ class GatewayBackend(Backend):
         with backend._open_session() as session:
             session.timeout = min(session.timeout, timeout)
             reports = session.clusters(ACTIVE_STATES)
-            info = {**backend.discovery_info(), "address": session.address, "proxy_address": session.gateway.proxy_address}
+            info = {
+                **backend.discovery_info(),
+                "address": session.address,
+                "proxy_address": session.gateway.proxy_address,
+            }
             return [remote_record(spec, session, info, report) for report in reports]
 
     @classmethod

@@ -24,7 +24,13 @@ def _number(x: Any) -> str:
 def describe_field(field: Any, default: Any = None) -> str:
     """``worker_cores (integer 1..2, default 1)``: one option as a user reads it."""
     kind = type(field).__name__.lower()
-    text = {"integer": "integer", "float": "number", "string": "string", "bool": "true/false", "mapping": "mapping"}.get(kind, kind)
+    text = {
+        "integer": "integer",
+        "float": "number",
+        "string": "string",
+        "bool": "true/false",
+        "mapping": "mapping",
+    }.get(kind, kind)
     low, high = getattr(field, "min", None), getattr(field, "max", None)
     if low is not None or high is not None:
         text += f" {_number(low) if low is not None else '-inf'}..{_number(high) if high is not None else 'inf'}"
@@ -82,9 +88,15 @@ def fill_options(
             options[name] = value
         except (ValueError, TypeError) as exc:
             # A mapping may hold secrets: name its type, never its content.
-            shown = type(value).__name__ if isinstance(value, Mapping) or type(field).__name__ == "Mapping" else repr(value)
+            shown = (
+                type(value).__name__
+                if isinstance(value, Mapping) or type(field).__name__ == "Mapping"
+                else repr(value)
+            )
             reason = str(exc)
-            if isinstance(exc, ValueError) and (getattr(field, "min", None) is not None or getattr(field, "max", None) is not None):
+            if isinstance(exc, ValueError) and (
+                getattr(field, "min", None) is not None or getattr(field, "max", None) is not None
+            ):
                 reason = "out of range"  # dask-gateway's own text prints bounds as 2.000000
             raise ConfigError(
                 f"the gateway at {address} refuses {shown} ({reason})",
@@ -96,7 +108,10 @@ def fill_options(
     env_name = environment_option(options)
     if env_name is not None:
         # Variables named in the profile's own options win over the passed-through ones.
-        merged = {**environment, **{str(k): str(v) for k, v in dict(options[env_name] or {}).items()}}
+        merged = {
+            **environment,
+            **{str(k): str(v) for k, v in dict(options[env_name] or {}).items()},
+        }
         options[env_name] = merged
     elif environment:
         warnings.append(

@@ -59,7 +59,9 @@ def auth_secrets(auth: Mapping[str, Any] | None) -> list[str]:
 def auth_description(auth: Mapping[str, Any] | None) -> dict[str, Any]:
     """What may be shown or written to disk about an auth block: no credential values."""
     auth = dict(auth or {})
-    shown: dict[str, Any] = {k: auth[k] for k in ("type", "username", "password_env", "api_token_env") if auth.get(k)}
+    shown: dict[str, Any] = {
+        k: auth[k] for k in ("type", "username", "password_env", "api_token_env") if auth.get(k)
+    }
     if auth.get("password"):
         shown["password"] = "********"
     if auth.get("kwargs"):
@@ -77,13 +79,19 @@ def build_auth(auth: Mapping[str, Any] | None, *, key: str = "auth", source: str
     if kind == "basic":
         username = auth.get("username") or getpass.getuser()
         if auth.get("password_env"):
-            password = _from_env(str(auth["password_env"]), "the gateway password", f"{key}.password_env", source)
+            password = _from_env(
+                str(auth["password_env"]), "the gateway password", f"{key}.password_env", source
+            )
         else:
             password = auth.get("password") or ""
         return BasicAuth(username=str(username), password=str(password))
     if kind == "jupyterhub":
         variable = str(auth.get("api_token_env") or "JUPYTERHUB_API_TOKEN")
-        return JupyterHubAuth(api_token=_from_env(variable, "the JupyterHub API token", f"{key}.api_token_env", source))
+        return JupyterHubAuth(
+            api_token=_from_env(
+                variable, "the JupyterHub API token", f"{key}.api_token_env", source
+            )
+        )
     if kind == "kerberos":
         if importlib.util.find_spec("kerberos") is None:
             raise ConfigError(
@@ -94,21 +102,35 @@ def build_auth(auth: Mapping[str, Any] | None, *, key: str = "auth", source: str
         return KerberosAuth()
     if "." not in kind and ":" not in kind:
         raise ConfigError(
-            f"unknown auth type {kind!r}", key=f"{key}.type", source=source, accepted=(*BUILTIN_AUTH, "a dotted class path")
+            f"unknown auth type {kind!r}",
+            key=f"{key}.type",
+            source=source,
+            accepted=(*BUILTIN_AUTH, "a dotted class path"),
         )
     try:
         klass = import_dotted(kind)
     except ImportError as exc:
-        raise ConfigError(f"auth class {kind!r} does not import ({exc})", key=f"{key}.type", source=source) from None
+        raise ConfigError(
+            f"auth class {kind!r} does not import ({exc})", key=f"{key}.type", source=source
+        ) from None
     if not (isinstance(klass, type) and issubclass(klass, GatewayAuth)):
-        raise ConfigError(f"{kind!r} is not a dask_gateway.auth.GatewayAuth subclass", key=f"{key}.type", source=source)
+        raise ConfigError(
+            f"{kind!r} is not a dask_gateway.auth.GatewayAuth subclass",
+            key=f"{key}.type",
+            source=source,
+        )
     # $VAR in keyword values lets secrets come from the environment instead of the file.
-    kwargs = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in (auth.get("kwargs") or {}).items()}
+    kwargs = {
+        k: os.path.expandvars(v) if isinstance(v, str) else v
+        for k, v in (auth.get("kwargs") or {}).items()
+    }
     try:
         return klass(**kwargs)
     except Exception as exc:
         raise ConfigError(
-            f"auth class {kind!r} rejected its kwargs ({type(exc).__name__})", key=f"{key}.kwargs", source=source
+            f"auth class {kind!r} rejected its kwargs ({type(exc).__name__})",
+            key=f"{key}.kwargs",
+            source=source,
         ) from None
 
 
@@ -120,7 +142,9 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 def open_session(spec: ClusterSpec) -> GatewaySession:
     """A session with the gateway of a resolved gateway profile, logged in as it says."""
     opts = spec.options
-    auth = build_auth(opts.get("auth"), key=f"profiles.{spec.profile}.auth", source=spec.origin_of("auth"))
+    auth = build_auth(
+        opts.get("auth"), key=f"profiles.{spec.profile}.auth", source=spec.origin_of("auth")
+    )
     return GatewaySession(
         opts.get("address"),
         proxy_address=opts.get("proxy_address"),
@@ -129,7 +153,6 @@ def open_session(spec: ClusterSpec) -> GatewaySession:
         timeout=float(opts.get("request_timeout") or DEFAULT_REQUEST_TIMEOUT),
         secrets=auth_secrets(opts.get("auth")),
     )
-
 
 
 class GatewaySession:
@@ -153,9 +176,16 @@ class GatewaySession:
         self._secrets = list(secrets or [])
         self.username = username or getattr(auth, "username", None)
         try:
-            self.gateway = Gateway(address=address, proxy_address=proxy_address, public_address=public_address, auth=auth)
+            self.gateway = Gateway(
+                address=address,
+                proxy_address=proxy_address,
+                public_address=public_address,
+                auth=auth,
+            )
         except (ValueError, TypeError, ImportError) as exc:
-            raise ConfigError(self.safe(f"cannot set up a gateway client: {exc}"), key="address") from None
+            raise ConfigError(
+                self.safe(f"cannot set up a gateway client: {exc}"), key="address"
+            ) from None
         self.address = self.gateway.address
 
     # -- plumbing --------------------------------------------------------------------------
@@ -175,7 +205,9 @@ class GatewaySession:
             return future.result(limit + 5)
         except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
             future.cancel()
-            raise ClusterError(f"{what}: the gateway at {self.address} did not answer within {limit:g} s") from None
+            raise ClusterError(
+                f"{what}: the gateway at {self.address} did not answer within {limit:g} s"
+            ) from None
         except Exception as exc:
             raise self._error(exc, what) from None
 
@@ -190,9 +222,17 @@ class GatewaySession:
                     f"{what}: the gateway at {self.address} rejected the credentials{who} "
                     f"(HTTP {exc.status}); check the profile's auth (username, password_env)"
                 )
-            return ClusterError(self.safe(f"{what}: the gateway at {self.address} answered HTTP {exc.status} {exc.message}"))
+            return ClusterError(
+                self.safe(
+                    f"{what}: the gateway at {self.address} answered HTTP {exc.status} {exc.message}"
+                )
+            )
         if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
-            return ClusterError(self.safe(f"{what}: cannot reach the gateway at {self.address} ({type(exc).__name__}: {exc})"))
+            return ClusterError(
+                self.safe(
+                    f"{what}: cannot reach the gateway at {self.address} ({type(exc).__name__}: {exc})"
+                )
+            )
         if isinstance(exc, (GatewayClusterError, GatewayServerError)):
             return ClusterError(self.safe(f"{what}: {exc}"))
         if isinstance(exc, ValueError) and "not found" in str(exc):
@@ -202,7 +242,10 @@ class GatewaySession:
     # -- requests --------------------------------------------------------------------------
     def cluster_options(self):
         """The server's option spec as a ``dask_gateway.options.Options`` (server defaults)."""
-        return self.call(lambda: self.gateway._cluster_options(use_local_defaults=False), "reading cluster options")
+        return self.call(
+            lambda: self.gateway._cluster_options(use_local_defaults=False),
+            "reading cluster options",
+        )
 
     def submit(self, options: Mapping[str, Any]) -> str:
         # A plain dict: already validated against the server's spec by the caller.
@@ -214,10 +257,18 @@ class GatewaySession:
         return (await resp.json())["name"]
 
     def report(self, name: str, *, wait: bool = False, timeout: float | None = None):
-        return self.call(lambda: self.gateway._cluster_report(name, wait=wait), f"asking for cluster {name!r}", timeout)
+        return self.call(
+            lambda: self.gateway._cluster_report(name, wait=wait),
+            f"asking for cluster {name!r}",
+            timeout,
+        )
 
-    def clusters(self, status: tuple[str, ...] = ACTIVE_STATES, timeout: float | None = None) -> list:
-        return self.call(lambda: self.gateway._clusters(status=list(status)), "listing clusters", timeout)
+    def clusters(
+        self, status: tuple[str, ...] = ACTIVE_STATES, timeout: float | None = None
+    ) -> list:
+        return self.call(
+            lambda: self.gateway._clusters(status=list(status)), "listing clusters", timeout
+        )
 
     def wait_running(self, name: str, timeout: float):
         """Wait for a submitted cluster to run; ClusterError if it fails, stops or takes too long."""
@@ -227,7 +278,9 @@ class GatewaySession:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ClusterError(f"gateway cluster {name} did not start within {timeout:g} s (it is stopped again)")
+                raise ClusterError(
+                    f"gateway cluster {name} did not start within {timeout:g} s (it is stopped again)"
+                )
             # ?wait makes the server hold the answer until the state changes (or its own timeout).
             try:
                 report = self.report(name, wait=True, timeout=min(left, 10))
@@ -237,7 +290,11 @@ class GatewaySession:
                 continue
             if report.status is ClusterStatus.RUNNING:
                 return report
-            if report.status in (ClusterStatus.FAILED, ClusterStatus.STOPPED, ClusterStatus.STOPPING):
+            if report.status in (
+                ClusterStatus.FAILED,
+                ClusterStatus.STOPPED,
+                ClusterStatus.STOPPING,
+            ):
                 raise ClusterError(
                     f"gateway cluster {name} is {report.status.name.lower()} instead of running; "
                     "the gateway server's log says why"
@@ -246,11 +303,15 @@ class GatewaySession:
 
     def scale(self, name: str, n: int) -> str | None:
         """Ask for ``n`` workers; the server's remark when it grants fewer (its limits)."""
-        return self.call(lambda: self._post(f"clusters/{name}/scale", {"count": n}), f"scaling cluster {name}")
+        return self.call(
+            lambda: self._post(f"clusters/{name}/scale", {"count": n}), f"scaling cluster {name}"
+        )
 
     def adapt(self, name: str, minimum: int, maximum: int) -> str | None:
         body = {"minimum": minimum, "maximum": maximum, "active": True}
-        return self.call(lambda: self._post(f"clusters/{name}/adapt", body), f"adapting cluster {name}")
+        return self.call(
+            lambda: self._post(f"clusters/{name}/adapt", body), f"adapting cluster {name}"
+        )
 
     async def _post(self, path: str, body: dict[str, Any]) -> str | None:
         # Like Gateway._scale_cluster, but the remark comes back to the caller's thread
@@ -260,7 +321,9 @@ class GatewaySession:
             answer = await resp.json()
         except Exception:
             return None
-        return answer.get("msg") if isinstance(answer, dict) and not answer.get("ok", True) else None
+        return (
+            answer.get("msg") if isinstance(answer, dict) and not answer.get("ok", True) else None
+        )
 
     def stop(self, name: str, timeout: float = 20.0) -> None:
         """Shut a cluster down and wait until the gateway says its processes are gone.
@@ -272,13 +335,17 @@ class GatewaySession:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                report = self.report(name, timeout=min(self.timeout, max(deadline - time.monotonic(), 0.5)))
+                report = self.report(
+                    name, timeout=min(self.timeout, max(deadline - time.monotonic(), 0.5))
+                )
             except UnknownCluster:
                 return
             if report.status.name not in ACTIVE_STATES:
                 return
             if time.monotonic() > deadline:
-                raise ClusterError(f"gateway cluster {name} is still {report.status.name.lower()} after {timeout:g} s")
+                raise ClusterError(
+                    f"gateway cluster {name} is still {report.status.name.lower()} after {timeout:g} s"
+                )
             time.sleep(0.2)
 
     def close(self) -> None:
@@ -308,7 +375,9 @@ class GatewaySession:
 # -- when the owner dies -----------------------------------------------------------------
 
 
-def stop_detached(address: str, proxy_address: str | None, auth: Any, name: str, timeout: float = 60.0) -> None:
+def stop_detached(
+    address: str, proxy_address: str | None, auth: Any, name: str, timeout: float = 60.0
+) -> None:
     """Stop gateway cluster ``name`` from another process (the reaper); gone already is fine."""
     with GatewaySession(address, proxy_address=proxy_address, auth=auth, timeout=15.0) as session:
         try:
@@ -322,11 +391,16 @@ def start_reaper(session: GatewaySession, name: str, record_path: str | None):
     import functools
     import logging
 
-    stop = functools.partial(stop_detached, session.address, session.gateway.proxy_address, session.auth, name)
+    stop = functools.partial(
+        stop_detached, session.address, session.gateway.proxy_address, session.auth, name
+    )
     try:
         return Reaper.start(Order(f"gateway cluster {name}", stop, record_path))
     except Exception as exc:  # the cluster still works; only a killed owner would leak it
         logging.getLogger(__name__).warning(
             "gateway cluster %s: no reaper (%s); if this process is killed, stop the cluster with "
-            "`pipejupyter stop`", name, redact_text(str(exc), session._secrets))
+            "`pipejupyter stop`",
+            name,
+            redact_text(str(exc), session._secrets),
+        )
         return None

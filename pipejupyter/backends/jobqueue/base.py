@@ -44,8 +44,20 @@ logger = logging.getLogger(__name__)
 
 #: JobQueueCluster keywords that are the cluster's, not the job's
 CLUSTER_KEYS = frozenset(
-    {"n_workers", "job_cls", "loop", "security", "shared_temp_directory", "silence_logs", "name",
-     "asynchronous", "dashboard_address", "host", "scheduler_options", "scheduler_cls"}
+    {
+        "n_workers",
+        "job_cls",
+        "loop",
+        "security",
+        "shared_temp_directory",
+        "silence_logs",
+        "name",
+        "asynchronous",
+        "dashboard_address",
+        "host",
+        "scheduler_options",
+        "scheduler_cls",
+    }
 )
 DEFAULT_DEATH_TIMEOUT = 60
 DRY_RUN_SCHEDULER = "tcp://SCHEDULER-ADDRESS:PORT"
@@ -90,7 +102,11 @@ class JobQueueBackend(ClusterClassBackend):
         if spec.scheduler.get("dashboard_address") is None and "dashboard_address" not in options:
             # The dashboard listens where the scheduler does: never every interface by default.
             interface = options.get("interface") or kwargs.get("interface")
-            host = spec.scheduler.get("host") or options.get("host") or (_interface_address(spec, interface) if interface else None)
+            host = (
+                spec.scheduler.get("host")
+                or options.get("host")
+                or (_interface_address(spec, interface) if interface else None)
+            )
             spec.scheduler["dashboard_address"] = f"{host}:0" if host else ":0"
         kwargs.setdefault("death_timeout", DEFAULT_DEATH_TIMEOUT)
 
@@ -116,7 +132,15 @@ class JobQueueBackend(ClusterClassBackend):
         job_cls = getattr(klass, "job_cls", None)
         job = super().accepted_kwargs(job_cls) if job_cls is not None else set()
         names = cluster | (job or set())
-        names |= {"job_cls", "scheduler_options", "n_workers", "interface", "protocol", "config_name", "security"}
+        names |= {
+            "job_cls",
+            "scheduler_options",
+            "n_workers",
+            "interface",
+            "protocol",
+            "config_name",
+            "security",
+        }
         names.discard("scheduler")
         return names
 
@@ -130,7 +154,9 @@ class JobQueueBackend(ClusterClassBackend):
         super().__init__(spec, env)
         self.ledger = Ledger()
         configured = spec.cluster_kwargs.get("log_directory")
-        self.log_directory = str(configured) if configured else str(default_log_directory(spec.profile))
+        self.log_directory = (
+            str(configured) if configured else str(default_log_directory(spec.profile))
+        )
         self._secrets = secret_values(env.variables, env.redact) if env else []
 
     def submission_environ(self) -> dict[str, str]:
@@ -156,16 +182,21 @@ class JobQueueBackend(ClusterClassBackend):
         kwargs["scheduler_options"] = options
         if spec.security and "security" not in kwargs:
             kwargs["security"] = _security(spec.security, spec.origin_of("security"))
-        if kwargs.get("security") and not kwargs.get("shared_temp_directory") and not dask.config.get(
-            f"jobqueue.{config_name}.shared-temp-directory", None
+        if (
+            kwargs.get("security")
+            and not kwargs.get("shared_temp_directory")
+            and not dask.config.get(f"jobqueue.{config_name}.shared-temp-directory", None)
         ):
             # Temporary certificates are written to files the worker jobs read (mode 0600,
             # removed at stop): beside the job logs, on the filesystem the logs already share.
             kwargs["shared_temp_directory"] = self.log_directory
         kwargs.setdefault("silence_logs", "error")
-        kwargs.setdefault("job_cls", make_job_class(
-            klass.job_cls, environ=self.submission_environ, ledger=self.ledger, probe=probe
-        ))
+        kwargs.setdefault(
+            "job_cls",
+            make_job_class(
+                klass.job_cls, environ=self.submission_environ, ledger=self.ledger, probe=probe
+            ),
+        )
         return kwargs
 
     def job_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +216,9 @@ class JobQueueBackend(ClusterClassBackend):
             with mpi_sanitized(self.spec.mpi):
                 return job_cls(scheduler, name=name, **self.job_kwargs(kwargs)).job_script()
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{type(exc).__name__}: {exc}", key=f"profiles.{self.spec.profile}.cluster_kwargs") from None
+            raise ConfigError(
+                f"{type(exc).__name__}: {exc}", key=f"profiles.{self.spec.profile}.cluster_kwargs"
+            ) from None
         finally:
             # Building a job creates its log directory; a dry run must leave no trace.
             for path in created:
@@ -202,9 +235,11 @@ class JobQueueBackend(ClusterClassBackend):
         text += "# line before the worker command ends the job at once if that scheduler is gone:\n"
         text += self.redact(script)
         if self.spec.security:
-            text += ("# security: the scheduler listens on tls://; at start each job gets --tls-ca-file, "
-                     "--tls-cert and --tls-key options naming certificate files (temporary ones are written "
-                     "beside the job logs unless shared_temp_directory says otherwise)\n")
+            text += (
+                "# security: the scheduler listens on tls://; at start each job gets --tls-ca-file, "
+                "--tls-cert and --tls-key options naming certificate files (temporary ones are written "
+                "beside the job logs unless shared_temp_directory says otherwise)\n"
+            )
         for line in self.preflight_notes(script):
             text += f"# {line}\n"
         return text
@@ -242,7 +277,9 @@ class JobQueueBackend(ClusterClassBackend):
                 cluster.scale(n)
                 cluster.sync(cluster._correct_state, callback_timeout=SUBMIT_TIMEOUT)
         except Exception as exc:
-            raise ClusterError(self.redact(f"scaling to {n} failed: {type(exc).__name__}: {exc}")) from exc
+            raise ClusterError(
+                self.redact(f"scaling to {n} failed: {type(exc).__name__}: {exc}")
+            ) from exc
         finally:
             self.ledger.waiting = False
         failures = self.ledger.take_failures()
@@ -287,7 +324,10 @@ class JobQueueBackend(ClusterClassBackend):
         cluster = self.cluster
         if cluster is None:
             return []
-        return [(str(name), job, cluster.worker_spec.get(name)) for name, job in list(cluster.workers.items())]
+        return [
+            (str(name), job, cluster.worker_spec.get(name))
+            for name, job in list(cluster.workers.items())
+        ]
 
     def pending_workers(self, connected: dict[str, dict]) -> list[dict]:
         jobs = self._jobs()
@@ -303,7 +343,11 @@ class JobQueueBackend(ClusterClassBackend):
                     connected[worker]["job_id"] = job_id
                     connected[worker]["job_state"] = state or "running"
                     continue
-                rows.append(worker_row(name=worker, status="pending", job_id=job_id, job_state=state or "unknown"))
+                rows.append(
+                    worker_row(
+                        name=worker, status="pending", job_id=job_id, job_state=state or "unknown"
+                    )
+                )
         return rows
 
     def logs(self, client, lines: int | None = None) -> dict[str, list[str]]:
@@ -346,7 +390,9 @@ def _interface_address(spec: ClusterSpec, interface: str) -> str:
     key = "cluster_kwargs.interface"
     raise ConfigError(
         f"interface {interface!r} has no IPv4 address on this machine, where the scheduler runs",
-        key=f"profiles.{spec.profile}.{key}", source=spec.origin_of(key), accepted=", ".join(sorted(addresses)),
+        key=f"profiles.{spec.profile}.{key}",
+        source=spec.origin_of(key),
+        accepted=", ".join(sorted(addresses)),
     )
 
 

@@ -106,7 +106,9 @@ def submit_error_text(exc: BaseException, command: str) -> str:
     if "stderr:" in text:
         code = re.search(r"Exit code: (-?\d+)", text)
         stderr = text.split("stderr:", 1)[1].strip()
-        stdout = text.split("stdout:", 1)[1].split("stderr:", 1)[0].strip() if "stdout:" in text else ""
+        stdout = (
+            text.split("stdout:", 1)[1].split("stderr:", 1)[0].strip() if "stdout:" in text else ""
+        )
         detail = stderr or stdout or "no output"
         return f"{command} failed (exit {code[1] if code else '?'}): {detail}"
     return f"{command} failed: {type(exc).__name__}: {text}"
@@ -132,10 +134,16 @@ def make_job_class(
         def __init__(self, scheduler=None, name=None, **kwargs: Any) -> None:
             if probe:
                 config_name = kwargs.get("config_name") or base.config_name
-                python = kwargs.get("python") or dask.config.get(f"jobqueue.{config_name}.python", None) or sys.executable
+                python = (
+                    kwargs.get("python")
+                    or dask.config.get(f"jobqueue.{config_name}.python", None)
+                    or sys.executable
+                )
                 prologue = kwargs.get("job_script_prologue")
                 if prologue is None:
-                    prologue = dask.config.get(f"jobqueue.{config_name}.job-script-prologue", None) or []
+                    prologue = (
+                        dask.config.get(f"jobqueue.{config_name}.job-script-prologue", None) or []
+                    )
                 line = scheduler_probe(python, scheduler)
                 if line:
                     kwargs["job_script_prologue"] = [*prologue, line]
@@ -173,5 +181,7 @@ def worker_names(name: str, spec: dict | None) -> list[str]:
     return [f"{name}{suffix}" for suffix in group] if group else [str(name)]
 
 
-def header_lines(script: str, prefixes: Iterable[str] = ("#SBATCH", "#PBS", "#$", "#BSUB", "#OAR", "#MSUB")) -> list[str]:
+def header_lines(
+    script: str, prefixes: Iterable[str] = ("#SBATCH", "#PBS", "#$", "#BSUB", "#OAR", "#MSUB")
+) -> list[str]:
     return [line for line in script.splitlines() if line.startswith(tuple(prefixes))]

@@ -44,7 +44,11 @@ class SLURMBackend(JobQueueBackend):
             spec.origin["cluster_kwargs.queue"] = "environment (SLURM_JOB_PARTITION)"
             spec.notes.append(f"queue={partition!r}: the partition of the enclosing SLURM job")
         outer = os.environ.get("SLURM_JOB_NAME")
-        _default_job_name(spec, cls.config_name, _slurm_name(f"{outer}-dask") if outer else f"pipejupyter-{spec.profile}")
+        _default_job_name(
+            spec,
+            cls.config_name,
+            _slurm_name(f"{outer}-dask") if outer else f"pipejupyter-{spec.profile}",
+        )
 
     @classmethod
     def validate_kwargs(cls, spec: ClusterSpec) -> None:
@@ -64,15 +68,26 @@ class SLURMBackend(JobQueueBackend):
             problem = exc
         script = self.job_script(scheduler="tcp://127.0.0.1:1", name="check")
         accepted, message = test_only(script, environ)
-        said = f"; sbatch says: {' / '.join(message.splitlines())}" if message and not accepted else ""
+        said = (
+            f"; sbatch says: {' / '.join(message.splitlines())}" if message and not accepted else ""
+        )
         if problem is not None:
             raise ConfigError(
-                problem.problem + said, source=problem.source, key=problem.key,
-                accepted=problem.accepted, suggestion=problem.suggestion,
+                problem.problem + said,
+                source=problem.source,
+                key=problem.key,
+                accepted=problem.accepted,
+                suggestion=problem.suggestion,
             )
         if not accepted:
-            header = "; ".join(line.removeprefix("#SBATCH ") for line in header_lines(script, ("#SBATCH",)))
-            raise ClusterError(self.redact(f"sbatch rejects the worker job ({header}): {' / '.join(message.splitlines())}"))
+            header = "; ".join(
+                line.removeprefix("#SBATCH ") for line in header_lines(script, ("#SBATCH",))
+            )
+            raise ClusterError(
+                self.redact(
+                    f"sbatch rejects the worker job ({header}): {' / '.join(message.splitlines())}"
+                )
+            )
 
     def preflight_notes(self, script: str) -> list[str]:
 
@@ -87,7 +102,10 @@ class SLURMBackend(JobQueueBackend):
             if accepted:
                 # "sbatch: Job 12 to start at ..." names no real job: keep the forecast only.
                 forecast = re.search(r"to start at .*", message)
-                notes.append("sbatch --test-only: accepted" + (f" (would start {forecast[0][len('to start '):]})" if forecast else ""))
+                notes.append(
+                    "sbatch --test-only: accepted"
+                    + (f" (would start {forecast[0][len('to start ') :]})" if forecast else "")
+                )
             else:
                 notes.append(f"sbatch --test-only: REJECTED: {' / '.join(message.splitlines())}")
         return notes

@@ -15,7 +15,11 @@ from pipejupyter.models import ClusterSpec
 
 SIZE_HELP = "a size such as 4GiB, 4000MB or 4 GB"
 # LocalCluster's scheduler keywords; JobQueueCluster wants them in scheduler_options.
-SCHEDULER_RENAMES = {"host": "host", "dashboard_address": "dashboard_address", "scheduler_port": "port"}
+SCHEDULER_RENAMES = {
+    "host": "host",
+    "dashboard_address": "dashboard_address",
+    "scheduler_port": "port",
+}
 
 
 def _key(spec: ClusterSpec, name: str) -> str:
@@ -34,7 +38,12 @@ def parse_size(spec: ClusterSpec, name: str, value: Any) -> int:
     except (ValueError, TypeError, KeyError):
         size = None
     if not isinstance(size, int) or isinstance(value, bool) or size <= 0:
-        raise ConfigError(f"{value!r} is not a memory size", source=_origin(spec, name), key=_key(spec, name), accepted=SIZE_HELP)
+        raise ConfigError(
+            f"{value!r} is not a memory size",
+            source=_origin(spec, name),
+            key=_key(spec, name),
+            accepted=SIZE_HELP,
+        )
     return size
 
 
@@ -51,7 +60,9 @@ def translate_for_batch(spec: ClusterSpec) -> None:
     processes = kwargs.get("processes")
     if isinstance(processes, bool):
         kwargs["processes"] = processes = 1
-        notes.append("processes=true/false (LocalCluster) means one worker process per job (processes=1)")
+        notes.append(
+            "processes=true/false (LocalCluster) means one worker process per job (processes=1)"
+        )
     for old in ("threads_per_worker", "nthreads"):
         if old not in kwargs:
             continue
@@ -63,7 +74,9 @@ def translate_for_batch(spec: ClusterSpec) -> None:
         kwargs["cores"] = value * per_job if isinstance(value, int) else value
         kwargs.setdefault("processes", per_job)
         _move_origin(spec, old, "cores")
-        notes.append(f"{old}={value!r} means cores={kwargs['cores']!r} per job ({per_job} worker process(es) per job)")
+        notes.append(
+            f"{old}={value!r} means cores={kwargs['cores']!r} per job ({per_job} worker process(es) per job)"
+        )
     if "memory_limit" in kwargs:
         value = kwargs.pop("memory_limit")
         if "memory" in kwargs:
@@ -73,7 +86,9 @@ def translate_for_batch(spec: ClusterSpec) -> None:
             size = parse_size(spec, "memory_limit", value)
             kwargs["memory"] = value if per_job == 1 else f"{size * per_job}B"
             _move_origin(spec, "memory_limit", "memory")
-            notes.append(f"memory_limit={value!r} per worker means memory={kwargs['memory']!r} per job")
+            notes.append(
+                f"memory_limit={value!r} per worker means memory={kwargs['memory']!r} per job"
+            )
     if "n_workers" in kwargs:
         value = kwargs.pop("n_workers")
         if spec.origin.get("workers") != "argument":
@@ -106,7 +121,11 @@ def validate_sizes(spec: ClusterSpec) -> None:
     kwargs = spec.cluster_kwargs
     cores = kwargs.get("cores")
     if cores is not None and (not isinstance(cores, int) or isinstance(cores, bool) or cores < 1):
-        raise ConfigError(f"cores must be a whole number >= 1, got {cores!r}", source=_origin(spec, "cores"), key=_key(spec, "cores"))
+        raise ConfigError(
+            f"cores must be a whole number >= 1, got {cores!r}",
+            source=_origin(spec, "cores"),
+            key=_key(spec, "cores"),
+        )
     processes = kwargs.get("processes")
     if processes is not None:
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:

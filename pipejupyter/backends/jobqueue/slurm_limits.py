@@ -44,7 +44,7 @@ def validate_walltime(spec: ClusterSpec) -> None:
             f"{value!r} is not a SLURM time",
             source=source,
             key=key,
-            accepted="MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (quote it in YAML: \"01:00:00\")",
+            accepted='MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (quote it in YAML: "01:00:00")',
         ) from None
 
 
@@ -108,17 +108,29 @@ def _misfit(spec: ClusterSpec, part: Partition) -> ConfigError | None:
         except ValueError:
             seconds = None
         if seconds is not None and seconds > part.max_time:
-            return _over(spec, "walltime", f"walltime {walltime!r} is longer than partition {part.name!r} allows",
-                         f"at most {format_time(part.max_time)} (the partition's MaxTime)")
+            return _over(
+                spec,
+                "walltime",
+                f"walltime {walltime!r} is longer than partition {part.name!r} allows",
+                f"at most {format_time(part.max_time)} (the partition's MaxTime)",
+            )
     cpus = spec.cluster_kwargs.get("job_cpu") or _jobqueue_setting(spec, "cores", "cores")
     limit = min((c for c in (part.node_cpus, part.max_cpus_per_node) if c), default=None)
     if isinstance(cpus, int) and limit and cpus > limit:
         name = "job_cpu" if spec.cluster_kwargs.get("job_cpu") else "cores"
-        return _over(spec, name, f"{name}={cpus} CPUs per job, but the nodes of partition {part.name!r} have at most {limit}",
-                     f"at most {limit}")
+        return _over(
+            spec,
+            name,
+            f"{name}={cpus} CPUs per job, but the nodes of partition {part.name!r} have at most {limit}",
+            f"at most {limit}",
+        )
     mem, name = requested_memory_mb(spec)
     limit = min((m for m in (part.node_memory, part.max_mem_per_node) if m), default=None)
     if mem and limit and mem > limit:
-        return _over(spec, name, f"{name} asks for {mem} MB per job, but the nodes of partition {part.name!r} have at most {limit} MB",
-                     f"at most {limit}MB ({limit / 1024:.1f} GiB)")
+        return _over(
+            spec,
+            name,
+            f"{name} asks for {mem} MB per job, but the nodes of partition {part.name!r} have at most {limit} MB",
+            f"at most {limit}MB ({limit / 1024:.1f} GiB)",
+        )
     return None
