@@ -238,17 +238,20 @@ def main() -> int:
         return 2
     _prepare()
     print(
-        f"gateway {ADDRESS}, user {USER}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        f"gateway {ADDRESS}, user {USER}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
 
     times = bench_start(args.repeat)
     raw, ours = statistics.median(times["raw"]), statistics.median(times["ours"])
     print(f"\ntime to two workers, median of {args.repeat} interleaved runs:")
     print(
-        f"  raw dask-gateway client      {raw:6.2f} s   {' '.join(f'{t:.2f}' for t in times['raw'])}"
+        f"  raw dask-gateway client      {raw:6.2f} s   "
+        f"{' '.join(f'{t:.2f}' for t in times['raw'])}"
     )
     print(
-        f"  pipejupyter.start(workers=2) {ours:6.2f} s   {' '.join(f'{t:.2f}' for t in times['ours'])}"
+        f"  pipejupyter.start(workers=2) {ours:6.2f} s   "
+        f"{' '.join(f'{t:.2f}' for t in times['ours'])}"
     )
     print(f"  ratio ours/raw               {ours / raw:6.2f}")
 

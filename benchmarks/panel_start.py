@@ -27,7 +27,10 @@ RAW_DASK = """
 import time
 from distributed import Client, LocalCluster
 t = time.perf_counter()
-cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40)
+cluster = LocalCluster(
+    n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+    silence_logs=40,
+)
 client = Client(cluster, set_as_default=False)
 client.wait_for_workers(2)
 print(time.perf_counter() - t)
@@ -82,7 +85,9 @@ def bench(repeat: int = 3) -> list[dict]:
             "unit": "s",
         },
         {
-            "name": "POST /pipejupyter/clusters (2 workers) vs LocalCluster(n_workers=2) in a script",
+            "name": (
+                "POST /pipejupyter/clusters (2 workers) vs LocalCluster(n_workers=2) in a script"
+            ),
             "ours": post,
             "baseline": raw,
             "ratio": post / raw,
@@ -104,7 +109,8 @@ def main() -> int:
             print(f"{row['name']}: skipped: {row['skipped']}")
         else:
             print(
-                f"{row['name']:<84} {row['ours']:.2f} s  {row['baseline']:.2f} s  x{row['ratio']:.2f}"
+                f"{row['name']:<84} {row['ours']:.2f} s  "
+                f"{row['baseline']:.2f} s  x{row['ratio']:.2f}"
             )
     return 0
 

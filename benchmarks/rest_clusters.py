@@ -51,7 +51,10 @@ WORKERS = textwrap.dedent(
     from distributed import Worker
 
     async def main(address, n):
-        workers = [Worker(address, nthreads=1, host="127.0.0.1", name=f"w{i}", dashboard=False) for i in range(n)]
+        workers = [
+            Worker(address, nthreads=1, host="127.0.0.1", name=f"w{i}", dashboard=False)
+            for i in range(n)
+        ]
         await asyncio.gather(*workers)
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -154,7 +157,8 @@ def bench(repeat: int = 30, sizes: tuple[int, ...] = SIZES) -> list[dict]:
                     ours, base, listing = timer.compare(repeat)
                     rows.append(
                         _row(
-                            f"GET /pipejupyter/clusters, server's cluster, {n} workers vs /api/status",
+                            f"GET /pipejupyter/clusters, server's cluster, {n} workers "
+                            "vs /api/status",
                             ours,
                             base,
                             listing,
@@ -179,7 +183,8 @@ def bench(repeat: int = 30, sizes: tuple[int, ...] = SIZES) -> list[dict]:
                         ours, base, listing = timer.compare(repeat)
                         rows.append(
                             _row(
-                                f"GET /pipejupyter/clusters, a kernel's cluster, {n} workers vs /api/status",
+                                f"GET /pipejupyter/clusters, a kernel's cluster, {n} workers "
+                                "vs /api/status",
                                 ours,
                                 base,
                                 listing,
@@ -188,7 +193,8 @@ def bench(repeat: int = 30, sizes: tuple[int, ...] = SIZES) -> list[dict]:
                         )
                         rows.append(
                             {
-                                "name": f"  first GET once a kernel's {n}-worker cluster appears (connects)",
+                                "name": f"  first GET once a kernel's {n}-worker cluster "
+                                "appears (connects)",
                                 "ours": first,
                                 "baseline": base,
                                 "ratio": first / base,
@@ -216,12 +222,14 @@ def main() -> int:
         return 0
     cpus = len(os.sched_getaffinity(0))
     print(
-        f"machine: {cpus} CPUs, Python {sys.version.split()[0]}; medians of {args.repeat} interleaved requests"
+        f"machine: {cpus} CPUs, Python {sys.version.split()[0]}; "
+        f"medians of {args.repeat} interleaved requests"
     )
     print(f"{'benchmark':<78} {'ours':>9} {'baseline':>9} {'ratio':>6}")
     for row in rows:
         print(
-            f"{row['name']:<78} {row['ours'] * 1000:>6.2f} ms {row['baseline'] * 1000:>6.2f} ms {row['ratio']:>6.1f}"
+            f"{row['name']:<78} {row['ours'] * 1000:>6.2f} ms "
+            f"{row['baseline'] * 1000:>6.2f} ms {row['ratio']:>6.1f}"
         )
     return 0
 

@@ -35,7 +35,10 @@ MODULES = [
 def machine() -> str:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.system()} {platform.machine()}, {cpus} CPUs, {mem:.0f} GiB, Python {platform.python_version()}"
+    return (
+        f"{platform.system()} {platform.machine()}, {cpus} CPUs, {mem:.0f} GiB, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main() -> int:
@@ -69,7 +72,8 @@ def main() -> int:
             continue
         unit = row.get("unit", "s")
         print(
-            f"{row['name']:<70} {_fmt(row['ours'], unit):>10} {_fmt(row['baseline'], unit):>10} {row['ratio']:>7.2f}"
+            f"{row['name']:<70} {_fmt(row['ours'], unit):>10} "
+            f"{_fmt(row['baseline'], unit):>10} {row['ratio']:>7.2f}"
         )
     return 0
 

@@ -113,7 +113,8 @@ h.wait_for_workers(2, timeout=120)
 RAW_CELL = f"""
 from dask_jobqueue import SLURMCluster
 from distributed import Client
-c = SLURMCluster(cores=1, processes=1, memory="{MEMORY}", queue="{{partition}}", walltime="01:00:00",
+c = SLURMCluster(cores=1, processes=1, memory="{MEMORY}", queue="{{partition}}",
+                 walltime="01:00:00",
                  scheduler_options={{{{"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}}})
 cl = Client(c)
 c.scale(3)
@@ -186,6 +187,7 @@ if __name__ == "__main__":
             print(f"{row['name']}: skipped: {row['skipped']}")
         else:
             print(
-                f"{row['name']}: ours {row['ours']:.2f} s, baseline {row['baseline']:.2f} s, ratio {row['ratio']:.2f}"
+                f"{row['name']}: ours {row['ours']:.2f} s, "
+                f"baseline {row['baseline']:.2f} s, ratio {row['ratio']:.2f}"
             )
     sys.exit(0)

@@ -75,7 +75,9 @@ def bench() -> list[dict]:
             "baseline": m["raw2"],
         },
         {
-            "name": f"stage: {args.sleepy:,} x 1 ms items vs compute floor (items x 1 ms / threads)",
+            "name": (
+                f"stage: {args.sleepy:,} x 1 ms items vs compute floor (items x 1 ms / threads)"
+            ),
             "ours": m["stage"],
             "baseline": m["floor"],
         },
@@ -94,18 +96,22 @@ def main() -> None:
     rows, floor, busy = m["rows"], m["floor"], m["busy"]
     t_on, t_off, t_raw, t_raw2, t_stage = m["on"], m["off"], m["raw"], m["raw2"], m["stage"]
     print(
-        f"\nLocalCluster: {args.workers} workers x {args.threads} thread(s), {os.cpu_count()} CPUs\n"
+        f"\nLocalCluster: {args.workers} workers x {args.threads} thread(s), "
+        f"{os.cpu_count()} CPUs\n"
     )
     print(f"{'workload':<18} {'how':<48} {'seconds':>8} {'items/s':>10}  ratio")
     for workload, how, t, ratio in rows:
         count = int(workload.split()[0].replace(",", ""))
         print(f"{workload:<18} {how:<48} {t:8.2f} {count / t:10,.0f}  {ratio}")
     print(
-        f"\nno-op: run_stage/raw time ratio, persistence on {t_on / t_raw:.3f}, off {t_off / t_raw:.3f}"
+        f"\nno-op: run_stage/raw time ratio, "
+        f"persistence on {t_on / t_raw:.3f}, off {t_off / t_raw:.3f}"
     )
     print(
-        f"{args.item_ms:g} ms items: run_stage {t_stage / floor:.3f}x floor ({t_stage / busy:.3f}x the recorded item time), "
-        f"client.map {t_raw2 / floor:.3f}x floor, run_stage {t_raw2 / t_stage:.2f}x faster than client.map"
+        f"{args.item_ms:g} ms items: run_stage {t_stage / floor:.3f}x floor "
+        f"({t_stage / busy:.3f}x the recorded item time), "
+        f"client.map {t_raw2 / floor:.3f}x floor, "
+        f"run_stage {t_raw2 / t_stage:.2f}x faster than client.map"
     )
     print(f"load average during the run: {os.getloadavg()[0]:.2f} (1 min)")
 

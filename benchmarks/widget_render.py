@@ -125,13 +125,15 @@ def bench() -> list[dict]:
 
 def main() -> None:
     print(
-        f"{'workers':>8} {'json ms':>9} {'html ms':>9} {'text ms':>9} {'update ms':>10} {'bundle ms':>10}"
+        f"{'workers':>8} {'json ms':>9} {'html ms':>9} {'text ms':>9}"
+        f" {'update ms':>10} {'bundle ms':>10}"
         f" {'html/json':>10} {'update/json':>12} {'html KiB':>9}"
     )
     for n in SIZES:
         r = measure(n)
         print(
-            f"{n:>8} {r['json']:>9.3f} {r['html']:>9.3f} {r['text']:>9.3f} {r['update']:>10.3f} {r['bundle']:>10.3f}"
+            f"{n:>8} {r['json']:>9.3f} {r['html']:>9.3f} {r['text']:>9.3f}"
+            f" {r['update']:>10.3f} {r['bundle']:>10.3f}"
             f" {r['html'] / r['json']:>10.1f} {r['update'] / r['json']:>12.1f} {r['kib']:>9.1f}"
         )
 

@@ -15,7 +15,10 @@ class AddressBackend(Backend):
     name = "address"
     owns_cluster = False
     security_forms = ("files",)
-    security_note = "temporary certificates are made for clusters we start; give the files of the scheduler's certificates"
+    security_note = (
+        "temporary certificates are made for clusters we start; "
+        "give the files of the scheduler's certificates"
+    )
     profile_keys = {"address": Field("str", "scheduler address, e.g. tcp://host:8786")}
 
     @classmethod

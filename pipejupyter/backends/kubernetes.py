@@ -117,7 +117,10 @@ class KubernetesBackend(ClusterClassBackend):
                 f"{name!r} cannot name a DaskCluster",
                 key=f"profiles.{spec.profile}.cluster_name",
                 source=spec.origin_of("cluster_name"),
-                accepted="lower-case letters, digits and '-', starting and ending with a letter or digit, at most 40 characters",
+                accepted=(
+                    "lower-case letters, digits and '-', "
+                    "starting and ending with a letter or digit, at most 40 characters"
+                ),
             )
 
     # -- the resource -------------------------------------------------------------------
@@ -227,7 +230,10 @@ def check_api(timeout: float, namespace: str | None) -> str:
     thread = threading.Thread(target=run, name="pipejupyter-kubernetes-probe", daemon=True)
     thread.start()
     thread.join(timeout + 2)
-    hint = "KubeCluster needs a kubeconfig (KUBECONFIG or ~/.kube/config) or an in-cluster service account"
+    hint = (
+        "KubeCluster needs a kubeconfig (KUBECONFIG or ~/.kube/config) "
+        "or an in-cluster service account"
+    )
     if thread.is_alive() or isinstance(outcome.get("error"), (asyncio.TimeoutError, TimeoutError)):
         raise ClusterError(f"the Kubernetes API did not answer within {timeout:g} s; {hint}")
     error = outcome.get("error")

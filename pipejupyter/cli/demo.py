@@ -28,7 +28,8 @@ def run(
         print("cluster model:", json.dumps(shown, indent=2))
         for row in model["worker_info"]:
             print(
-                f"  worker {row['name']}: {row['threads']} thread(s), {row['memory_limit'] / 2**30:.1f} GiB limit, {row['status']}"
+                f"  worker {row['name']}: {row['threads']} thread(s), "
+                f"{row['memory_limit'] / 2**30:.1f} GiB limit, {row['status']}"
             )
     finally:
         handle.stop()

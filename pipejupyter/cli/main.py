@@ -143,7 +143,8 @@ def _cmd_profiles(args) -> int:
         mark = "*" if row["default"] else " "
         workers = "auto" if row["workers"] is None else row["workers"]
         print(
-            f"{mark} {row['name']:<16} {row['backend']:<28} workers={workers:<5} {row['description']}  [{row['origin']}]"
+            f"{mark} {row['name']:<16} {row['backend']:<28} workers={workers:<5} "
+            f"{row['description']}  [{row['origin']}]"
         )
     return 0
 
@@ -187,7 +188,9 @@ def _cmd_list(args) -> int:
     for r in records:
         owner = r.get("owner") or {}
         print(
-            f"{r['id']}  {r['name']:<16} {r['backend']:<10} {r['status']:<9} {r.get('scheduler_address') or '-'}  owner {owner.get('kind')} pid {owner.get('pid')}"
+            f"{r['id']}  {r['name']:<16} {r['backend']:<10} {r['status']:<9} "
+            f"{r.get('scheduler_address') or '-'}  "
+            f"owner {owner.get('kind')} pid {owner.get('pid')}"
         )
     return 0
 

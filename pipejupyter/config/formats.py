@@ -23,7 +23,8 @@ ENV = S.Field(
         "pass": S.Field("str-list", "names or glob patterns copied from this process to workers"),
         "set": S.Field(
             "str-map",
-            "variables set on workers; $VAR: expanded here for local workers, for the node's shell in job scripts",
+            "variables set on workers; $VAR: expanded here for local workers, "
+            "for the node's shell in job scripts",
         ),
         "redact": S.Field("str-list", "extra glob patterns whose values are never displayed"),
     },
@@ -74,7 +75,8 @@ PROFILE_KEYS: dict[str, S.Field] = {
     "casaconfig": S.Field("map", "CASA settings forwarded to the workers", nullable=True),
     "security": S.Field(
         "any",
-        "transport security: null, tls (temporary certificates), or {ca_file, cert, key} (PEM files)",
+        "transport security: null, tls (temporary certificates), "
+        "or {ca_file, cert, key} (PEM files)",
         nullable=True,
     ),
     "wait_timeout": S.Field(

@@ -83,7 +83,9 @@ class Config:
             raise ConfigError(
                 f"override {assignment!r} has no '='",
                 source=OVERRIDE,
-                accepted="KEY.PATH=VALUE, e.g. cluster_kwargs.memory=4GiB or profiles.slurm.workers=2",
+                accepted=(
+                    "KEY.PATH=VALUE, e.g. cluster_kwargs.memory=4GiB or profiles.slurm.workers=2"
+                ),
             )
         key, _, raw = assignment.partition("=")
         try:

@@ -61,12 +61,14 @@ def remote_environment(
     notes = []
     if local:
         notes.append(
-            f"not sent to {where} workers (paths and identity of this machine): {', '.join(sorted(local))}; "
+            f"not sent to {where} workers (paths and identity of this machine): "
+            f"{', '.join(sorted(local))}; "
             "set a value under env.set to send one"
         )
     if secret:
         notes.append(
-            f"not sent to {where} workers (secret-looking names matched by a pattern): {', '.join(sorted(secret))}; "
+            f"not sent to {where} workers (secret-looking names matched by a pattern): "
+            f"{', '.join(sorted(secret))}; "
             "name them exactly in env.pass to send them"
         )
     return send, notes

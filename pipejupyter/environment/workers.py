@@ -38,11 +38,13 @@ class WorkerEnvironment:
         parts = []
         if self.removed_mpi:
             parts.append(
-                f"removed {len(self.removed_mpi)} MPI launch variables ({_sample(self.removed_mpi)})"
+                f"removed {len(self.removed_mpi)} MPI launch variables "
+                f"({_sample(self.removed_mpi)})"
             )
         if self.removed_slurm:
             parts.append(
-                f"removed {len(self.removed_slurm)} variables of the enclosing SLURM job from submissions "
+                f"removed {len(self.removed_slurm)} variables of the enclosing SLURM job "
+                "from submissions "
                 f"({_sample(self.removed_slurm)})"
             )
         return "; ".join(parts)

@@ -69,7 +69,10 @@ class ClusterHandle:
 
     # -- reading ------------------------------------------------------------------
     def __repr__(self) -> str:
-        return f"<ClusterHandle {self.name!r} id={self.id} backend={self.backend_label} status={self.status}>"
+        return (
+            f"<ClusterHandle {self.name!r} id={self.id} "
+            f"backend={self.backend_label} status={self.status}>"
+        )
 
     @property
     def scheduler_address(self) -> str | None:

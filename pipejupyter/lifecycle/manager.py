@@ -242,7 +242,8 @@ class ClusterManager:
                 raise
             raise ClusterError(
                 handle.safe(
-                    f"starting {spec.profile!r} ({spec.backend}) failed: {type(exc).__name__}: {exc}"
+                    f"starting {spec.profile!r} ({spec.backend}) failed: "
+                    f"{type(exc).__name__}: {exc}"
                 )
             ) from exc
 

@@ -1,4 +1,5 @@
-"""The IPython faces: %pipecluster and %%pipestage, their parser, cluster and stage widgets, text and HTML views.
+"""The IPython faces: %pipecluster and %%pipestage, their parser, cluster and stage widgets,
+text and HTML views.
 
 May import every core layer; nothing imports it but the extension hooks in pipejupyter/__init__.
 """

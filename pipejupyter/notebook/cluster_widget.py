@@ -103,7 +103,10 @@ class ClusterWidget:
         self.view = w.VBox([self.header, self.table, controls, self.message])
         self._show(self.model)
         if not handle.owned:
-            self.message.value = "<em>connected to a cluster started elsewhere: scale, adapt and stop it where it was started</em>"
+            self.message.value = (
+                "<em>connected to a cluster started elsewhere: "
+                "scale, adapt and stop it where it was started</em>"
+            )
         if live:
             self._start_polling()
 
@@ -257,7 +260,10 @@ class ClusterWidget:
         return bundle
 
     def __repr__(self) -> str:
-        return f"<ClusterWidget {self.model.get('name')!r} {self.status}, {self.model.get('workers', 0)} workers>"
+        return (
+            f"<ClusterWidget {self.model.get('name')!r} {self.status}, "
+            f"{self.model.get('workers', 0)} workers>"
+        )
 
 
 def widget_for(handle, **kwargs: Any) -> ClusterWidget:
@@ -282,7 +288,8 @@ def static_bundle(model: dict[str, Any]) -> dict[str, str]:
 
 
 def handle_mimebundle(handle) -> dict[str, Any]:
-    """IPython's mimebundle formatter for ClusterHandle: the widget, or static views without ipywidgets."""
+    """IPython's mimebundle formatter for ClusterHandle: the widget, or static views without
+    ipywidgets."""
     try:
         return widget_for(handle)._repr_mimebundle_()
     except ImportError:

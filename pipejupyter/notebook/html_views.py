@@ -93,9 +93,12 @@ def header_html(model: dict[str, Any]) -> str:
         dashboard = _e(model.get("dashboard_link") or "none")
     profile = f" (profile {_e(model['profile'])})" if model.get("profile") else ""
     lines = [
-        f"<div><strong>{_e(model.get('name'))}</strong> &middot; {_e(model.get('backend'))}{profile}"
-        f" &middot; {status_badge(model.get('status'))} &middot; id <code>{_e(model.get('id'))}</code></div>",
-        f"<div>scheduler <code>{_e(model.get('scheduler_address') or 'none')}</code> &middot; dashboard {dashboard}</div>",
+        f"<div><strong>{_e(model.get('name'))}</strong> &middot; "
+        f"{_e(model.get('backend'))}{profile}"
+        f" &middot; {status_badge(model.get('status'))} &middot; "
+        f"id <code>{_e(model.get('id'))}</code></div>",
+        f"<div>scheduler <code>{_e(model.get('scheduler_address') or 'none')}</code> "
+        f"&middot; dashboard {dashboard}</div>",
         f"<div>{_e(totals_text(model))}</div>",
     ]
     if model.get("error"):
@@ -106,7 +109,10 @@ def header_html(model: dict[str, Any]) -> str:
 def _memory_cell(used: int, limit: int) -> str:
     fraction = min(1.0, used / limit) if limit else 0.0
     colour = "#c62828" if fraction > 0.9 else "#f9a825" if fraction > 0.7 else "#2e7d32"
-    bar = f'<div {_BAR}><div style="width:{fraction * 100:.0f}%;height:100%;background:{colour}"></div></div>'
+    bar = (
+        f'<div {_BAR}><div style="width:{fraction * 100:.0f}%;height:100%;'
+        f'background:{colour}"></div></div>'
+    )
     return f"<td>{bar} {format_bytes(used)} / {format_bytes(limit)}</td>"
 
 
@@ -145,24 +151,31 @@ def workers_table_html(model: dict[str, Any], *, max_rows: int | None = MAX_ROWS
         body.append(f'<tr><td colspan="6" {_LEFT}><em>no workers</em></td></tr>')
     elif len(shown) < len(rows):
         body.append(
-            f'<tr><td colspan="6" {_LEFT}><em>and {len(rows) - len(shown)} more workers</em></td></tr>'
+            f'<tr><td colspan="6" {_LEFT}>'
+            f"<em>and {len(rows) - len(shown)} more workers</em></td></tr>"
         )
     return (
         '<div style="max-height:320px;overflow-y:auto">'
-        f"<table {_TABLE_ATTRS}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        f"<table {_TABLE_ATTRS}><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
 
 def cluster_html(model: dict[str, Any], *, max_rows: int | None = MAX_ROWS) -> str:
     """The whole static view: header and worker table."""
-    return f'<div class="pipejupyter-cluster">{header_html(model)}{workers_table_html(model, max_rows=max_rows)}</div>'
+    return (
+        f'<div class="pipejupyter-cluster">{header_html(model)}'
+        f"{workers_table_html(model, max_rows=max_rows)}</div>"
+    )
 
 
 def cluster_text(model: dict[str, Any], *, max_rows: int = MAX_TEXT_ROWS) -> str:
     """A few plain lines for terminals and text/plain."""
     lines = [
-        f"Cluster {model.get('name')} ({model.get('backend')}, id {model.get('id')}): {model.get('status')}",
-        f"  scheduler {model.get('scheduler_address') or 'none'}, dashboard {model.get('dashboard_link') or 'none'}",
+        f"Cluster {model.get('name')} ({model.get('backend')}, id {model.get('id')}): "
+        f"{model.get('status')}",
+        f"  scheduler {model.get('scheduler_address') or 'none'}, "
+        f"dashboard {model.get('dashboard_link') or 'none'}",
         f"  {totals_text(model)}",
     ]
     if model.get("error"):

@@ -51,7 +51,8 @@ class PipeclusterMagics(Magics):
         return run_line(self.shell, line)
 
     @cell_magic
-    @no_var_expand  # --over takes a Python expression: {k: v ...} must not be read as $-style expansion
+    # --over takes a Python expression: {k: v ...} must not be read as $-style expansion
+    @no_var_expand
     def pipestage(self, line: str, cell: str):
         """Run the cell as a pipeline stage on the current cluster (see %%pipestage -h)."""
         try:

@@ -193,7 +193,8 @@ def subparser(name: str) -> MagicArgumentParser:
         return action.choices[name]
     except KeyError:
         raise UsageError(
-            f"unknown subcommand {name!r}; subcommands: {', '.join(_REGISTRY)}\n{parser().format_usage().strip()}"
+            f"unknown subcommand {name!r}; subcommands: {', '.join(_REGISTRY)}\n"
+            f"{parser().format_usage().strip()}"
         ) from None
 
 
@@ -239,7 +240,8 @@ def full_help() -> str:
         lines.append(f"      {usage_line(name)}")
     lines += [
         "",
-        "%pipecluster help SUBCOMMAND (or %pipecluster SUBCOMMAND -h) shows one subcommand's options.",
+        "%pipecluster help SUBCOMMAND (or %pipecluster SUBCOMMAND -h) "
+        "shows one subcommand's options.",
         "start and connect return the cluster handle (c = %pipecluster start) and make its Client",
         "the default Dask client. Python variables expand in the line: -n $n or -n {n}.",
     ]

@@ -29,7 +29,10 @@ def started_line(handle: Any, model: Mapping[str, Any], *, verb: str) -> str:
 
 def no_cluster_hint(profiles: Iterable[str]) -> str:
     names = ", ".join(profiles) or "none configured"
-    return f"no cluster in this kernel; start one with %pipecluster start [PROFILE] (profiles: {names})"
+    return (
+        "no cluster in this kernel; start one with %pipecluster start [PROFILE] "
+        f"(profiles: {names})"
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -122,7 +125,8 @@ def annotated_yaml(
     parent: str | None = None,
     indent: int = 0,
 ) -> list[str]:
-    """YAML lines with a ``# source`` comment wherever the source differs from the enclosing key's."""
+    """YAML lines with a ``# source`` comment wherever the source differs from the enclosing
+    key's."""
     lines = []
     pad = "  " * indent
     for key, value in data.items():
@@ -140,7 +144,8 @@ def annotated_yaml(
 
 
 def config_view(cfg: Any, spec: Any, *, origin: bool) -> str:
-    """``config``: the resolved profile as YAML; with ``origin``, each value's source and the files read."""
+    """``config``: the resolved profile as YAML; with ``origin``, each value's source and the
+    files read."""
     data = spec.to_json()
     notes = data.pop("notes", [])
     data = _redacted(data, tuple(spec.env.get("redact") or ()))
@@ -161,7 +166,8 @@ def env_view(profile: str, env: WorkerEnvironment) -> str:
     """``env``: every variable workers receive (redacted), then what sanitization removed."""
     variables = env.redacted()
     lines = [
-        f"# workers of profile {profile!r} receive {len(variables)} variables (secret values shown as {REDACTED})"
+        f"# workers of profile {profile!r} receive {len(variables)} variables "
+        f"(secret values shown as {REDACTED})"
     ]
     lines += [f"{name}={value}" for name, value in variables.items()]
     removed = (
@@ -172,7 +178,8 @@ def env_view(profile: str, env: WorkerEnvironment) -> str:
     lines.append(f"# MPI launch variables removed: {removed}")
     if env.removed_slurm:
         lines.append(
-            f"# removed from batch submissions (enclosing SLURM job): {', '.join(env.removed_slurm)}"
+            "# removed from batch submissions (enclosing SLURM job): "
+            f"{', '.join(env.removed_slurm)}"
         )
     if env.summary():
         lines.append(f"# {env.summary()}")

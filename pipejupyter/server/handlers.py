@@ -75,7 +75,9 @@ class _Handler(APIHandler):
             self.finish(
                 json.dumps(
                     {
-                        "message": f"internal error: {type(exc).__name__}: {exc} (see the server log)",
+                        "message": (
+                            f"internal error: {type(exc).__name__}: {exc} (see the server log)"
+                        ),
                         "key": None,
                         "source": None,
                     }

@@ -336,7 +336,10 @@ class ClusterService:
             return handle
         record = self._record(cluster_id)
         owner = record.get("owner") or {}
-        who = f"{owner.get('kind') or 'another process'} (pid {owner.get('pid')} on {owner.get('host')})"
+        who = (
+            f"{owner.get('kind') or 'another process'} "
+            f"(pid {owner.get('pid')} on {owner.get('host')})"
+        )
         label = self._owner_label(owner) if self._owner_label else None
         if label:
             who += f", {label}"

@@ -102,7 +102,8 @@ class ContextStore:
     # -- one run -----------------------------------------------------------------------
     def begin_run(self, stage: str, work: str, keys: list[str], cluster: str | None = None) -> int:
         cur = self.conn.execute(
-            "INSERT INTO runs (stage, work, keys, started, status, total, pid, host, cluster) VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO runs (stage, work, keys, started, status, total, pid, host, cluster)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 stage,
                 work,
@@ -120,7 +121,8 @@ class ContextStore:
     def succeeded(self, stage: str) -> dict[str, tuple[str, bytes | None, str | None]]:
         """key -> (fingerprint, inline result, result file) of items that succeeded."""
         rows = self.conn.execute(
-            "SELECT key, fingerprint, result, result_file FROM items WHERE stage = ? AND status = 'done'",
+            "SELECT key, fingerprint, result, result_file FROM items"
+            " WHERE stage = ? AND status = 'done'",
             (stage,),
         )
         return {k: (fp, blob, path) for k, fp, blob, path in rows}
@@ -236,12 +238,14 @@ class ContextStore:
             if self.results_dir.exists():
                 stale = self._stale_files(conn, rows)
             conn.executemany(
-                "INSERT OR REPLACE INTO items (stage, key, run_id, fingerprint, status, attempts, worker, started,"
-                " finished, result, result_file, error, log) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO items (stage, key, run_id, fingerprint, status, attempts,"
+                " worker, started, finished, result, result_file, error, log)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
             conn.executemany(
-                "INSERT INTO attempts (run_id, stage, key, attempt, worker, started, finished, outcome, error)"
+                "INSERT INTO attempts (run_id, stage, key, attempt, worker, started, finished,"
+                " outcome, error)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
                 attempts,
             )
@@ -259,7 +263,8 @@ class ContextStore:
         self.flush()
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE runs SET finished = ?, status = ?, done = ?, failed = ?, skipped = ?, retried = ? WHERE id = ?",
+                "UPDATE runs SET finished = ?, status = ?, done = ?, failed = ?, skipped = ?,"
+                " retried = ? WHERE id = ?",
                 (
                     time.time(),
                     status,
@@ -306,7 +311,8 @@ class ContextStore:
         for stage in {r[0] for r in rows}:
             old = dict(
                 conn.execute(
-                    "SELECT key, result_file FROM items WHERE stage = ? AND result_file IS NOT NULL",
+                    "SELECT key, result_file FROM items"
+                    " WHERE stage = ? AND result_file IS NOT NULL",
                     (stage,),
                 )
             )
@@ -343,7 +349,10 @@ def history(
     except ContextError:
         return []
     with contextlib.closing(conn):
-        query = "SELECT id, stage, work, started, finished, status, total, done, failed, skipped, retried, pid, host FROM runs"
+        query = (
+            "SELECT id, stage, work, started, finished, status, total, done, failed, skipped,"
+            " retried, pid, host FROM runs"
+        )
         args: tuple = ()
         if stage is not None:
             query += " WHERE stage = ?"
@@ -430,7 +439,8 @@ def results(stage: str, *, workdir: str | os.PathLike | None = None) -> StageRes
         rows = {
             r[0]: r[1:]
             for r in conn.execute(
-                "SELECT key, status, result, result_file, error, attempts FROM items WHERE stage = ?",
+                "SELECT key, status, result, result_file, error, attempts FROM items"
+                " WHERE stage = ?",
                 (stage,),
             )
         }
@@ -464,7 +474,10 @@ def format_history(runs: Iterable[dict[str, Any]]) -> str:
     runs = list(runs)
     if not runs:
         return "no stage runs recorded in this directory"
-    header = f"{'run':>4}  {'stage':<20} {'status':<10} {'items':>6} {'done':>6} {'skip':>6} {'fail':>5} {'retry':>5}  {'started':<19}  time"
+    header = (
+        f"{'run':>4}  {'stage':<20} {'status':<10} {'items':>6} {'done':>6} {'skip':>6} "
+        f"{'fail':>5} {'retry':>5}  {'started':<19}  time"
+    )
     lines = [header]
     for r in runs:
         started = (
@@ -474,8 +487,10 @@ def format_history(runs: Iterable[dict[str, Any]]) -> str:
         )
         took = f"{r['finished'] - r['started']:.1f} s" if r["finished"] and r["started"] else "-"
         lines.append(
-            f"{r['id']:>4}  {r['stage'][:20]:<20} {r['status']:<10} {r['total'] or 0:>6} {r['done'] or 0:>6} "
-            f"{r['skipped'] or 0:>6} {r['failed'] or 0:>5} {r['retried'] or 0:>5}  {started:<19}  {took}"
+            f"{r['id']:>4}  {r['stage'][:20]:<20} {r['status']:<10} "
+            f"{r['total'] or 0:>6} {r['done'] or 0:>6} "
+            f"{r['skipped'] or 0:>6} {r['failed'] or 0:>5} {r['retried'] or 0:>5}  "
+            f"{started:<19}  {took}"
         )
     return "\n".join(lines)
 
@@ -490,6 +505,7 @@ def format_items(rows: Iterable[dict[str, Any]]) -> str:
         took = f"{r['finished'] - r['started']:.2f} s" if r["finished"] and r["started"] else "-"
         error = (r["error"] or "").strip().splitlines()[-1:] or [""]
         lines.append(
-            f"{r['key'][-30:]:<30} {r['status']:<7} {r['attempts'] or 0:>5}  {(r['worker'] or '-')[-24:]:<24} {took:>8}  {error[0][:60]}"
+            f"{r['key'][-30:]:<30} {r['status']:<7} {r['attempts'] or 0:>5}  "
+            f"{(r['worker'] or '-')[-24:]:<24} {took:>8}  {error[0][:60]}"
         )
     return "\n".join(lines)

@@ -131,7 +131,8 @@ def read_mapfile(path: str | os.PathLike) -> list[Item]:
     """Read a LOFAR mapfile in either of its two formats:
 
     - old style, one line per host: ``locus001 = [/data/a.MS, /data/b.MS]``
-    - DataMap style, a Python literal: ``[{'host': 'locus001', 'file': '/data/a.MS', 'skip': False}, ...]``
+    - DataMap style, a Python literal:
+      ``[{'host': 'locus001', 'file': '/data/a.MS', 'skip': False}, ...]``
 
     Entries with ``skip: True`` are left out, as LOFAR's pipeline does.
     """
@@ -151,7 +152,8 @@ def read_mapfile(path: str | os.PathLike) -> list[Item]:
         if not m:
             raise InputError(
                 f"{path}:{number}: not a mapfile line: {line.strip()[:80]!r}; "
-                "accepted: 'host = [file, file, ...]' lines or a DataMap list of {'host':..., 'file':...}"
+                "accepted: 'host = [file, file, ...]' lines "
+                "or a DataMap list of {'host':..., 'file':...}"
             )
         host = m["host"].strip()
         for name in (f.strip().strip("'\"") for f in m["files"].split(",")):
@@ -173,7 +175,8 @@ def _datamap_items(path: str, text: str) -> list[Item]:
     for n, entry in enumerate(entries if isinstance(entries, list) else [None]):
         if not isinstance(entry, Mapping) or "file" not in entry or "host" not in entry:
             raise InputError(
-                f"{path}: entry {n} must be a mapping with 'host' and 'file' keys, got {entry!r:.80}"
+                f"{path}: entry {n} must be a mapping with 'host' and 'file' keys, "
+                f"got {entry!r:.80}"
             )
         if entry.get("skip"):
             continue
@@ -186,7 +189,8 @@ def _unique(path: str, items: list[Item]) -> list[Item]:
     for item in items:
         if item.key in seen:
             raise InputError(
-                f"{path}: file {item.key!r} is listed twice (hosts {seen[item.key]} and {item.host})"
+                f"{path}: file {item.key!r} is listed twice "
+                f"(hosts {seen[item.key]} and {item.host})"
             )
         seen[item.key] = item.host
     if not items:

@@ -73,7 +73,8 @@ def host_restrictions(
     if missing:
         known = ", ".join(sorted(worker_hosts)) or "none (no workers connected)"
         raise PlacementError(
-            f"the mapfile places items on {', '.join(repr(h) for h in missing)}, but no worker runs there; "
+            f"the mapfile places items on {', '.join(repr(h) for h in missing)}, "
+            "but no worker runs there; "
             f"worker hosts: {known}"
         )
     return out
@@ -106,5 +107,6 @@ def check_resources(needed: Mapping[str, float], workers: Mapping[str, Mapping[s
             )
             raise PlacementError(
                 f"items need resource {name}={amount:g}, but no worker offers that much; "
-                f"worker resources: {', '.join(have) or 'none'} (start workers with --resources {name}={amount:g})"
+                f"worker resources: {', '.join(have) or 'none'} "
+                f"(start workers with --resources {name}={amount:g})"
             )

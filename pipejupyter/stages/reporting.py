@@ -25,7 +25,8 @@ class StageReporter:
     def start(self, stage: str, total: int, skipped: int, batch: str) -> None: ...
 
     def update(self, counts: Mapping[str, Any]) -> None:
-        """counts: done, failed, running, skipped, total, retried, elapsed, eta (seconds or None)."""
+        """counts: done, failed, running, skipped, total, retried, elapsed, eta (seconds or
+        None)."""
 
     def output(self, key: str, text: str, stream: str) -> None: ...
 

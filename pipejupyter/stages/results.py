@@ -72,7 +72,8 @@ class StageResult(list):
     def value(self) -> Any:
         if len(self) != 1:
             raise ValueError(
-                f"stage {self.stage!r} has {len(self)} results; .value is for a stage that runs once"
+                f"stage {self.stage!r} has {len(self)} results; "
+                ".value is for a stage that runs once"
             )
         return self[0]
 

@@ -143,7 +143,8 @@ def _check_unique(items: list[Item]) -> None:
     for item in items:
         if item.key in seen:
             raise StageError(
-                f"two items have the key {item.key!r}; keys identify items across runs and must be unique"
+                f"two items have the key {item.key!r}; "
+                "keys identify items across runs and must be unique"
             )
         seen.add(item.key)
 
@@ -163,6 +164,7 @@ def _client(client: Any) -> Any:
         return default_client()
     except ValueError:
         raise StageError(
-            "no cluster to run the stage on: start one with %pipecluster start or pipejupyter.start(), "
+            "no cluster to run the stage on: "
+            "start one with %pipecluster start or pipejupyter.start(), "
             "or pass client="
         ) from None

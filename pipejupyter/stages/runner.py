@@ -1,8 +1,9 @@
 """The notebook side of one stage run: submit batches, follow events, record every item.
 
-Imported only when a stage runs (it needs distributed). The loop runs in the calling thread. Dask's callbacks (a batch finished, a worker event)
-only put messages on a queue; this thread handles them, so the reporter (and anything it
-prints) runs where the notebook cell runs, and the context store has a single writer.
+Imported only when a stage runs (it needs distributed). The loop runs in the calling thread.
+Dask's callbacks (a batch finished, a worker event) only put messages on a queue; this thread
+handles them, so the reporter (and anything it prints) runs where the notebook cell runs, and
+the context store has a single writer.
 """
 
 from __future__ import annotations
@@ -238,7 +239,8 @@ class StageRunner:
             self.work_blob = cloudpickle.dumps(self.work)
         except Exception as exc:
             raise StageError(
-                f"stage {self.name!r}: the work ({self.work.describe()}) cannot be sent to the workers: "
+                f"stage {self.name!r}: the work ({self.work.describe()}) "
+                "cannot be sent to the workers: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
         info = self.client.scheduler_info(n_workers=-1).get("workers", {})
@@ -393,7 +395,8 @@ class StageRunner:
             " ..." if len(batch.entries) > 3 else ""
         )
         self.reporter.note(
-            f"worker {lost_worker} was lost; {len(batch.entries)} item(s) restarted on {worker}: {keys}"
+            f"worker {lost_worker} was lost; "
+            f"{len(batch.entries)} item(s) restarted on {worker}: {keys}"
         )
 
     def _collect(self, batch_ids: list[int]) -> None:
@@ -457,7 +460,8 @@ class StageRunner:
             except Exception as exc:
                 self._item_failed(
                     i,
-                    f"the result cannot be unpickled in the notebook: {type(exc).__name__}: {exc}\n",
+                    "the result cannot be unpickled in the notebook: "
+                    f"{type(exc).__name__}: {exc}\n",
                     None,
                     worker,
                     o.started,

@@ -1,4 +1,5 @@
-"""What runs on a worker: work kinds (callables, commands), cell bodies, CASA tasks, nested MPI, output capture.
+"""What runs on a worker: work kinds (callables, commands), cell bodies, CASA tasks, nested MPI,
+output capture.
 
 May import: errors, models, environment. Never lifecycle, stages or any face.
 """

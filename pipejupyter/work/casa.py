@@ -134,7 +134,8 @@ class CasaTask(Request):
 
 
 def casa(task: str, *, mpi: int | None = None, item_arg: str = "vis", **kwargs: Any) -> CasaTask:
-    """A CASA task request, e.g. ``casa("listobs", vis="x.ms")``; ``mpi=N`` runs it under ``mpirun -n N``."""
+    """A CASA task request, e.g. ``casa("listobs", vis="x.ms")``; ``mpi=N`` runs it under
+    ``mpirun -n N``."""
     return CasaTask(task, kwargs, mpi, item_arg)
 
 

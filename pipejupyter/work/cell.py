@@ -186,8 +186,10 @@ def cell_work(
             blobs[used] = cloudpickle.dumps(value)
         except Exception as exc:
             raise CellError(
-                f"the cell uses {used!r} ({type(value).__name__}) from the notebook, and it cannot be "
-                f"sent to the workers: {type(exc).__name__}: {exc}. Create it inside the cell instead, "
+                f"the cell uses {used!r} ({type(value).__name__}) from the notebook, "
+                "and it cannot be "
+                f"sent to the workers: {type(exc).__name__}: {exc}. "
+                "Create it inside the cell instead, "
                 "or pass something picklable (a file name, plain data)"
             ) from None
         tokens.append((used, token(value)))

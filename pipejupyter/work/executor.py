@@ -181,7 +181,8 @@ def _dumps(value: Any) -> bytes:
             return cloudpickle.dumps(value, protocol=5)
         except Exception as exc:
             raise ResultNotPicklable(
-                f"the item's result ({type(value).__name__}) cannot be pickled: {type(exc).__name__}: {exc}"
+                f"the item's result ({type(value).__name__}) cannot be pickled: "
+                f"{type(exc).__name__}: {exc}"
             ) from None
 
 

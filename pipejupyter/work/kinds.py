@@ -86,7 +86,8 @@ def as_work(work: Any) -> Work:
     if callable(work):
         return CallableWork(work)
     raise WorkError(
-        f"cannot run {type(work).__name__} {work!r:.60} as stage work; accepted: a Python callable, "
+        f"cannot run {type(work).__name__} {work!r:.60} as stage work; "
+        "accepted: a Python callable, "
         "pipejupyter.casa(task, ...), pipejupyter.command(argv), pipejupyter.mpirun(fn, nprocs=N)"
     )
 
@@ -152,7 +153,8 @@ class Command(Request):
         if self.env is not None:
             if not isinstance(self.env, Mapping):
                 raise WorkError(
-                    f"command env must be a mapping of names to strings, got {type(self.env).__name__}"
+                    "command env must be a mapping of names to strings, "
+                    f"got {type(self.env).__name__}"
                 )
             self.env = {str(k): str(v) for k, v in self.env.items()}
         if self.cwd is not None:

@@ -57,7 +57,8 @@ class MpiCall(Request):
         launcher = self.mpirun or shutil.which("mpirun") or shutil.which("mpiexec")
         if not launcher:
             raise MpiError(
-                f"mpirun is not installed on {os.uname().nodename}; install OpenMPI (e.g. ci/mpi.sh install)"
+                f"mpirun is not installed on {os.uname().nodename}; "
+                "install OpenMPI (e.g. ci/mpi.sh install)"
             )
         folder = Path(tempfile.mkdtemp(prefix="pipejupyter-mpi-"))
         try:
@@ -130,7 +131,8 @@ def _collect_ranks(folder: Path, nprocs: int, rc: int, output: str) -> list[Any]
         if not path.exists():
             tail = "\n  ".join(output.strip().splitlines()[-8:])
             raise MpiError(
-                f"MPI rank {rank} of {nprocs} returned nothing (mpirun exit status {rc}); output:\n  {tail}"
+                f"MPI rank {rank} of {nprocs} returned nothing (mpirun exit status {rc}); "
+                f"output:\n  {tail}"
             )
         ok, value, error = cloudpickle.loads(path.read_bytes())
         if not ok:

@@ -128,7 +128,8 @@ def _second_process(targets: list[str], isolated: Path) -> list[dict]:
             model = handle.model()
             seen = {"workers": model["workers"], "backend": model["backend"],
                     "result": handle.client.submit(sum, [1, 2, 3]).result(), "listed": listed,
-                    "also_listed": [r["id"] for r in manager.list_clusters() if r["id"] != handle.id]}
+                    "also_listed": [r["id"] for r in manager.list_clusters()
+                                    if r["id"] != handle.id]}
             try:
                 handle.scale(3)
             except NotOwned as exc:

@@ -1,4 +1,5 @@
-"""The gateway backend's configuration rules: resolving profiles, environment, imports (no server)."""
+"""The gateway backend's configuration rules: resolving profiles, environment, imports
+(no server)."""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def test_gateway_cluster_class_file_is_translated(isolated):
     path = isolated / "work" / "gateway.yaml"
     path.write_text(
         "cluster_class: dask_gateway.GatewayCluster\n"
-        "cluster_kwargs:\n  address: http://g:8000\n  auth: jupyterhub\n  worker_cores: 2\n  shutdown_on_close: false\n"
+        "cluster_kwargs:\n  address: http://g:8000\n  auth: jupyterhub\n  worker_cores: 2\n"
+        "  shutdown_on_close: false\n"
     )
     spec = load_config(path).resolve("gateway")
     assert spec.backend == "gateway"
@@ -142,7 +144,10 @@ def test_remote_environment_keeps_machine_paths_and_pattern_secrets_here():
 
 
 def test_import_does_not_load_dask_gateway():
-    code = "import sys, pipejupyter.backends.gateway.backend, pipejupyter.backends.kubernetes; print('dask_gateway' in sys.modules, 'dask_kubernetes' in sys.modules)"
+    code = (
+        "import sys, pipejupyter.backends.gateway.backend, pipejupyter.backends.kubernetes; "
+        "print('dask_gateway' in sys.modules, 'dask_kubernetes' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

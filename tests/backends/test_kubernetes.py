@@ -117,7 +117,8 @@ def test_kubecluster_file_format_is_translated(isolated):
     path = isolated / "work" / "kube.yaml"
     path.write_text(
         "cluster_class: dask_kubernetes.operator.KubeCluster\n"
-        "cluster_kwargs:\n  image: img:1\n  n_workers: 2\n  env: {A: '1'}\n  resources: {limits: {cpu: '2'}}\n"
+        "cluster_kwargs:\n  image: img:1\n  n_workers: 2\n  env: {A: '1'}\n"
+        "  resources: {limits: {cpu: '2'}}\n"
     )
     spec = load_config(path).resolve("kube")
     assert spec.backend == "kubernetes"

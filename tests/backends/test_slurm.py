@@ -150,21 +150,32 @@ OUTER = ("SLURM_JOB_ID", "SLURM_MEM_PER_CPU", "SLURM_JOB_PARTITION", "SLURM_JOB_
 
 def inside_worker():
     import os, subprocess
-    srun = subprocess.run(["srun", "--overlap", "-n1", "true"], capture_output=True, text=True, timeout=60)
+    srun = subprocess.run(
+        ["srun", "--overlap", "-n1", "true"], capture_output=True, text=True, timeout=60
+    )
     names = ("SLURM_JOB_ID", "SLURM_MEM_PER_CPU", "SLURM_MEM_PER_NODE", "SLURM_JOB_NAME")
-    return {**{n: os.environ.get(n) for n in names}, "srun_rc": srun.returncode, "srun_err": srun.stderr[-300:]}
+    return {
+        **{n: os.environ.get(n) for n in names},
+        "srun_rc": srun.returncode,
+        "srun_err": srun.stderr[-300:],
+    }
 
 report = {"outer": {n: os.environ.get(n) for n in OUTER}}
 if mode == "ours":
     import pipejupyter
-    handle = pipejupyter.start("slurm", workers=1, overrides=["cluster_kwargs.memory=500MiB", "cluster_kwargs.walltime=00:10:00"], timeout=300)
+    handle = pipejupyter.start(
+        "slurm", workers=1, timeout=300,
+        overrides=["cluster_kwargs.memory=500MiB", "cluster_kwargs.walltime=00:10:00"],
+    )
     report["inner"] = handle.client.submit(inside_worker).result(timeout=120)
     handle.stop()
 else:  # raw dask-jobqueue: sbatch inherits the enclosing job's variables
     from dask_jobqueue import SLURMCluster
     from distributed import Client
-    cluster = SLURMCluster(cores=1, processes=1, memory="500MiB", walltime="00:10:00",
-                           scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+    cluster = SLURMCluster(
+        cores=1, processes=1, memory="500MiB", walltime="00:10:00",
+        scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+    )
     client = Client(cluster)
     cluster.scale(1)
     client.wait_for_workers(1, timeout=300)
@@ -237,14 +248,19 @@ def mpi_names():
 report = {"launcher": len(mpi_names())}
 if sys.argv[1] == "ours":
     import pipejupyter
-    handle = pipejupyter.start("slurm", workers=1, overrides=["cluster_kwargs.memory=500MiB", "cluster_kwargs.walltime=00:10:00"], timeout=300)
+    handle = pipejupyter.start(
+        "slurm", workers=1, timeout=300,
+        overrides=["cluster_kwargs.memory=500MiB", "cluster_kwargs.walltime=00:10:00"],
+    )
     report["job"] = handle.client.submit(mpi_names).result(timeout=120)
     handle.stop()
 else:
     from dask_jobqueue import SLURMCluster
     from distributed import Client
-    cluster = SLURMCluster(cores=1, processes=1, memory="500MiB", walltime="00:10:00",
-                           scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
+    cluster = SLURMCluster(
+        cores=1, processes=1, memory="500MiB", walltime="00:10:00",
+        scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+    )
     client = Client(cluster)
     cluster.scale(1)
     client.wait_for_workers(1, timeout=300)
@@ -287,7 +303,10 @@ def test_mpi_launch_variables_never_reach_the_job(isolated):
 
 KERNEL_CELL = """
 import pipejupyter
-h = pipejupyter.start("slurm", workers=3, wait=False, overrides=["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"])
+h = pipejupyter.start(
+    "slurm", workers=3, wait=False,
+    overrides=["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"],
+)
 h.wait_for_workers(2, timeout=120)
 """
 
@@ -415,7 +434,8 @@ def test_submission_failure_after_start_is_raised_by_scale(isolated, monkeypatch
     fake = isolated / "fakebin"
     fake.mkdir()
     (fake / "sbatch").write_text(
-        "#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified' >&2\nexit 1\n"
+        "#!/bin/sh\necho 'sbatch: error: Batch job submission failed: "
+        "Invalid account or account/partition combination specified' >&2\nexit 1\n"
     )
     (fake / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("isolated")
 def test_config_json_native(isolated):
     path = isolated / "native.yaml"
     path.write_text(
-        "pipecluster:\n  profiles:\n    big:\n      backend: local\n      workers: 3\n      env:\n        set: {MY_TOKEN: abcdefgh}\n"
+        "pipecluster:\n  profiles:\n    big:\n      backend: local\n      workers: 3\n"
+        "      env:\n        set: {MY_TOKEN: abcdefgh}\n"
     )
     out = run_cli("config", "--profile", "big", "-f", str(path), "--json")
     assert out.returncode == 0, out.stderr
@@ -65,7 +66,8 @@ def test_config_json_casa_pipeline_with_origin(isolated):
 def test_config_json_single_cluster_file(isolated):
     path = isolated / "runner.yaml"
     path.write_text(
-        "cluster_class: distributed.LocalCluster\ncluster_kwargs:\n  n_workers: 2\n  memory_limit: 1GiB\n"
+        "cluster_class: distributed.LocalCluster\n"
+        "cluster_kwargs:\n  n_workers: 2\n  memory_limit: 1GiB\n"
     )
     out = run_cli("config", "-f", str(path), "--json")
     assert out.returncode == 0, out.stderr

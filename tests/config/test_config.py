@@ -71,7 +71,8 @@ def test_merge_order_each_layer_wins_over_the_one_before(isolated, monkeypatch):
     def layer(path: Path, n: int) -> Path:
         return write(
             path,
-            f"pipecluster:\n  profiles:\n    local:\n      workers: {n}\n      description: layer{n}\n",
+            "pipecluster:\n  profiles:\n    local:\n"
+            f"      workers: {n}\n      description: layer{n}\n",
         )
 
     casa = layer(isolated / "home" / ".casa" / "config.yaml", 1)
@@ -106,7 +107,8 @@ def test_merge_order_each_layer_wins_over_the_one_before(isolated, monkeypatch):
 def test_deep_merge_keeps_sibling_keys(isolated):
     write(
         isolated / "work" / "config.yaml",
-        "pipecluster:\n  profiles:\n    local:\n      cluster_kwargs:\n        memory_limit: 2GiB\n",
+        "pipecluster:\n  profiles:\n    local:\n"
+        "      cluster_kwargs:\n        memory_limit: 2GiB\n",
     )
     spec = load_config().resolve()
     assert spec.cluster_kwargs == {
@@ -226,7 +228,8 @@ def test_single_cluster_file_becomes_default_profile_named_after_file(isolated):
 def test_single_cluster_adapt_kwargs_with_jobs_aliases(isolated):
     path = write(
         isolated / "adaptive.yaml",
-        "cluster_class: distributed.LocalCluster\nadapt_kwargs:\n  minimum_jobs: 1\n  maximum_jobs: 3\n",
+        "cluster_class: distributed.LocalCluster\n"
+        "adapt_kwargs:\n  minimum_jobs: 1\n  maximum_jobs: 3\n",
     )
     spec = load_config([path]).resolve()
     assert spec.adapt_kwargs == {"minimum": 1, "maximum": 3}

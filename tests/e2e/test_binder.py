@@ -180,7 +180,8 @@ def binder():
     major = re.match(r"v(\d+)\.", node)
     require(
         bool(major) and int(major.group(1)) >= 18,
-        f"Node 18+ on PATH to build the lab extension (binder/environment.yml pins nodejs 20; node --version: {node or 'not found'})",
+        "Node 18+ on PATH to build the lab extension (binder/environment.yml pins nodejs 20; "
+        f"node --version: {node or 'not found'})",
     )
     base = Path(tempfile.mkdtemp(prefix="pipejupyter-binder-"))
     build = BinderBuild(
@@ -228,7 +229,8 @@ def test_postbuild_succeeds_on_a_fresh_venv(binder):
 
 
 def listed_sections(output: str) -> dict[str, list[str]]:
-    """``jupyter labextension list``/``server extension list`` output: lines under each directory."""
+    """``jupyter labextension list``/``server extension list`` output: lines under each
+    directory."""
     sections: dict[str, list[str]] = {}
     current = None
     for raw in ANSI.sub("", output).splitlines():
@@ -254,7 +256,8 @@ def test_lab_extension_is_built_and_enabled_in_the_venv(binder):
         x for x in listed_sections(output).get(str(labext_dir), []) if x.startswith("pipejupyter ")
     ]
     assert lines, (
-        f"pipejupyter is not listed under the venv's {labext_dir}; jupyter labextension list said:\n{output}"
+        f"pipejupyter is not listed under the venv's {labext_dir}; "
+        f"jupyter labextension list said:\n{output}"
     )
     assert "enabled" in lines[0], f"pipejupyter is listed but not 'enabled OK': {lines[0]!r}"
     assert " OK" in lines[0], f"pipejupyter is listed but not 'enabled OK': {lines[0]!r}"
@@ -307,8 +310,8 @@ def test_quickstart_notebook_runs_in_the_binder_venv(binder):
     executed_dir = binder.base / "executed"
     ran = binder.timed(
         "notebook",
-        "jupyter", "nbconvert", "--to", "notebook", "--execute", "--ExecutePreprocessor.timeout=300",
-        "--output-dir", str(executed_dir), str(checked),
+        "jupyter", "nbconvert", "--to", "notebook", "--execute",
+        "--ExecutePreprocessor.timeout=300", "--output-dir", str(executed_dir), str(checked),
         cwd=notebooks, timeout=900,
     )  # fmt: skip
     assert ran.returncode == 0, f"executing the quickstart notebook failed:\n{tail(ran.stderr)}"
@@ -332,7 +335,8 @@ def test_quickstart_notebook_runs_in_the_binder_venv(binder):
     # The cluster is gone: no worker, nanny or kernel is left, and no discovery file.
     gone = wait_until(lambda: not processes_with_env(MARKER, str(binder.base)), timeout=30)
     assert gone, (
-        f"processes left running after the notebook: {command_lines(processes_with_env(MARKER, str(binder.base)))}"
+        "processes left running after the notebook: "
+        f"{command_lines(processes_with_env(MARKER, str(binder.base)))}"
     )
     records = (
         sorted(p.name for p in binder.runtime.glob("*cluster-*.json"))

@@ -67,7 +67,9 @@ LIVE_CELLS = [
     "%load_ext pipejupyter",
     "c = %pipecluster start -n 1",
     "c",
-    "from pipejupyter.notebook.cluster_widget import widget_for\nw = widget_for(c)\nprint('live:', w.live)",
+    "from pipejupyter.notebook.cluster_widget import widget_for\n"
+    "w = widget_for(c)\n"
+    "print('live:', w.live)",
     "%pipecluster scale 2",
     # Awaiting hands the kernel's loop back: the widget's own task refreshes it meanwhile.
     "import asyncio, time\n"

@@ -38,7 +38,8 @@ def test_pipeline_stages_notebook(kernel_env, monkeypatch):  # noqa: F811 - the 
     assert "'ok'" in out["print(verdicts)"]
     assert "['field-a.ms', 'field-b.ms']" in out["def simulate(name):"]
     listobs = out[
-        'summaries = pipejupyter.run_stage("listobs", pipejupyter.casa("listobs", listfile=""), pipejupyter.glob("field-?.ms"))'
+        'summaries = pipejupyter.run_stage("listobs", pipejupyter.casa("listobs", listfile=""), '
+        'pipejupyter.glob("field-?.ms"))'
     ]
     assert "listobs(vis='field-a.ms', listfile='')" in listobs
     assert "fields: 1" in listobs
@@ -52,13 +53,15 @@ def test_pipeline_stages_notebook(kernel_env, monkeypatch):  # noqa: F811 - the 
     assert (
         "[(0, True), (0, True)]"
         in out[
-            'sizes = pipejupyter.run_stage("du", pipejupyter.command(["du", "-s", "--block-size=1K"]), mses)'
+            'sizes = pipejupyter.run_stage("du", '
+            'pipejupyter.command(["du", "-s", "--block-size=1K"]), mses)'
         ]
     )
     assert (
         "skipped: 2 of 2"
         in out[
-            'again = pipejupyter.run_stage("listobs", pipejupyter.casa("listobs", listfile=""), pipejupyter.glob("field-?.ms"))'
+            'again = pipejupyter.run_stage("listobs", pipejupyter.casa("listobs", listfile=""), '
+            'pipejupyter.glob("field-?.ms"))'
         ]
     )
     history = out["%pipecluster stages"]

@@ -40,9 +40,11 @@ def test_load_ext_imports_no_optional_library(isolated):
         shell = InteractiveShell.instance()
         shell.run_line_magic("load_ext", "pipejupyter")
         heavy = ("distributed", "dask", "ipywidgets", "dask_jobqueue", "dask_gateway",
-                 "dask_kubernetes", "casatasks", "mpi4py", "pipejupyter.notebook.cluster_widget", "pipejupyter.notebook.stage_magic")
+                 "dask_kubernetes", "casatasks", "mpi4py", "pipejupyter.notebook.cluster_widget",
+                 "pipejupyter.notebook.stage_magic")
         print(sorted(m for m in heavy if m in sys.modules))
-        print("pipecluster" in shell.magics_manager.magics["line"], "pipestage" in shell.magics_manager.magics["cell"])
+        print("pipecluster" in shell.magics_manager.magics["line"],
+              "pipestage" in shell.magics_manager.magics["cell"])
         import pipejupyter.lifecycle.manager as m
         print(m.default_manager.owner_kind)
         """
@@ -232,7 +234,8 @@ def test_completion(shell, isolated):
 
 def test_profiles_config_env_dry_run(shell, isolated):
     (isolated / "work" / "config.yaml").write_text(
-        "pipecluster:\n  profiles:\n    local:\n      workers: 3\n      env:\n        set:\n          API_TOKEN: s3cret-value\n"
+        "pipecluster:\n  profiles:\n    local:\n      workers: 3\n      env:\n        set:\n"
+        "          API_TOKEN: s3cret-value\n"
     )
     profiles = out(shell, "profiles")
     assert "*local" in profiles

@@ -128,8 +128,10 @@ def test_start_in_an_mpi_launch_inside_a_slurm_allocation_says_what_it_sanitized
     assert len(lines) == 2
     assert ": 1 worker at " in lines[0]
     assert lines[1] == (
-        "environment: removed 3 MPI launch variables (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_MCA_ess); "
-        "removed 2 variables of the enclosing SLURM job from submissions (SLURM_JOB_ID, SLURM_NTASKS)"
+        "environment: removed 3 MPI launch variables "
+        "(OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_MCA_ess); "
+        "removed 2 variables of the enclosing SLURM job from submissions "
+        "(SLURM_JOB_ID, SLURM_NTASKS)"
     )
     assert handle.client.run(_mpi_names) == {
         w: [] for w in handle.client.scheduler_info()["workers"]

@@ -63,8 +63,9 @@ def test_text_fallback_tags_output_and_tracebacks():
     assert text.rstrip().endswith("stage 'flag': 1 done, 1 skipped, 1 failed, 2.00 s")
     assert "[b.ms] oops\n" in err.getvalue()
     assert (
-        "[c.ms] failed (attempt 1), retrying:\n[c.ms] Traceback (most recent call last):\n[c.ms] ValueError: bad\n"
-        in err.getvalue()
+        "[c.ms] failed (attempt 1), retrying:\n"
+        "[c.ms] Traceback (most recent call last):\n"
+        "[c.ms] ValueError: bad\n" in err.getvalue()
     )
 
 

@@ -1,4 +1,5 @@
-"""ClusterWidget: the state it shows for a real cluster, its controls, its live refresh, escaping."""
+"""ClusterWidget: the state it shows for a real cluster, its controls, its live refresh,
+escaping."""
 
 from __future__ import annotations
 
@@ -291,7 +292,8 @@ def test_pending_slurm_jobs_show_their_job_ids_then_run(isolated):
     try:
         handle = shell.run_line_magic(
             "pipecluster",
-            "start slurm -n 1 --no-wait --set cluster_kwargs.memory=1GiB --set cluster_kwargs.walltime=00:20:00",
+            "start slurm -n 1 --no-wait --set cluster_kwargs.memory=1GiB "
+            "--set cluster_kwargs.walltime=00:20:00",
         )
     finally:
         manager.default_manager.owner_kind = kind

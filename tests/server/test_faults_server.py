@@ -124,7 +124,8 @@ def test_sigkill_of_the_server_leaves_no_local_worker_port_or_file(server, isola
     }
     assert list((isolated / "runtime").glob("cluster-*.json")) == []
     print(
-        f"local: {len(descendants)} processes, ports and discovery file gone {seconds:.1f} s after SIGKILL"
+        f"local: {len(descendants)} processes, ports and discovery file gone "
+        f"{seconds:.1f} s after SIGKILL"
     )
 
 
@@ -163,5 +164,6 @@ def test_sigkill_of_the_server_empties_the_slurm_queue(server, isolated):
     )
     assert list((isolated / "runtime").glob("cluster-*.json")) == []
     print(
-        f"slurm: queue empty {seconds:.1f} s after SIGKILL (all checks {time.monotonic() - killed_at:.1f} s)"
+        f"slurm: queue empty {seconds:.1f} s after SIGKILL "
+        f"(all checks {time.monotonic() - killed_at:.1f} s)"
     )

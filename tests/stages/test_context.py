@@ -210,10 +210,12 @@ KERNEL = textwrap.dedent(
     if __name__ == "__main__":
         from distributed import Client, LocalCluster
         from pipejupyter import run_stage
-        with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+        with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address="127.0.0.1:0",
                           silence_logs=50) as cluster, Client(cluster) as client:
             result = run_stage("resume", work, range(40), client=client, progress=None)
-            print("RESULT", list(result) == [x * x for x in range(40)], result.stats["skipped"], flush=True)
+            print("RESULT", list(result) == [x * x for x in range(40)], result.stats["skipped"],
+                  flush=True)
     """
 )
 

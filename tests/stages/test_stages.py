@@ -1,4 +1,5 @@
-"""run_stage on a real LocalCluster: order, failures, retries, output, batching, limits, placement."""
+"""run_stage on a real LocalCluster: order, failures, retries, output, batching, limits,
+placement."""
 
 from __future__ import annotations
 
@@ -318,7 +319,8 @@ def test_mapfile_hosts_place_items(client, tmp_path):
         )
         with pytest.raises(
             PlacementError,
-            match=r"'192\.0\.2\.77', but no worker runs there; worker hosts: 127\.0\.0\.1, 127\.0\.0\.2",
+            match=r"'192\.0\.2\.77', but no worker runs there; "
+            r"worker hosts: 127\.0\.0\.1, 127\.0\.0\.2",
         ):
             run_stage(
                 "nowhere",

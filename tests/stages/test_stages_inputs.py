@@ -60,7 +60,8 @@ def test_old_style_mapfile(tmp_path):
 def test_datamap_mapfile_skips_and_errors(tmp_path):
     path = tmp_path / "dm.mapfile"
     path.write_text(
-        "[{'host': 'n1', 'file': '/d/a.MS', 'skip': False}, {'host': 'n2', 'file': '/d/b.MS', 'skip': True}]"
+        "[{'host': 'n1', 'file': '/d/a.MS', 'skip': False}, "
+        "{'host': 'n2', 'file': '/d/b.MS', 'skip': True}]"
     )
     assert [(i.value, i.host) for i in inputs.read_mapfile(path)] == [("/d/a.MS", "n1")]
     bad = tmp_path / "bad.map"
@@ -127,7 +128,10 @@ def test_token_of_a_notebook_function_survives_a_restart(tmp_path):
 
 
 def test_used_names_and_unpicklable_values():
-    src = "import numpy as np\nx = threshold + 1\ndef f(a):\n    return a + offset\ny = x + f(item)\nnp.sum([y])\n"
+    src = (
+        "import numpy as np\nx = threshold + 1\ndef f(a):\n    return a + offset\n"
+        "y = x + f(item)\nnp.sum([y])\n"
+    )
     assert used_names(src) == ["threshold", "offset", "item"]
     import threading
 
@@ -227,8 +231,10 @@ def test_python_module_imports_stay_light():
     """Stage modules import neither distributed nor IPython nor ipywidgets at import time."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import pipejupyter.stages.run, pipejupyter.stages.context, pipejupyter.work.casa, pipejupyter.work.nested_mpi, pipejupyter.stages.inputs;"
-        "bad = [m for m in ('distributed', 'IPython', 'ipywidgets', 'casatasks', 'mpi4py') if m in sys.modules];"
+        "import pipejupyter.stages.run, pipejupyter.stages.context, pipejupyter.work.casa, "
+        "pipejupyter.work.nested_mpi, pipejupyter.stages.inputs;"
+        "bad = [m for m in ('distributed', 'IPython', 'ipywidgets', 'casatasks', 'mpi4py') "
+        "if m in sys.modules];"
         "print(bad)"
     )
     out = subprocess.run(

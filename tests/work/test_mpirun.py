@@ -165,7 +165,9 @@ def test_nested_mpi_from_a_notebook_that_is_itself_an_mpi_rank(tmp_path):
             handle = pipejupyter.start(workers=1, timeout=60)
             try:
                 leaked = pipejupyter.run_stage("env", worker_env, [0], progress=None)[0]
-                nested = pipejupyter.run_stage("nested", pipejupyter.mpirun(ranks, nprocs=2), progress=None).value
+                nested = pipejupyter.run_stage(
+                    "nested", pipejupyter.mpirun(ranks, nprocs=2), progress=None
+                ).value
             finally:
                 handle.stop()
             print("RESULT", leaked, nested, flush=True)

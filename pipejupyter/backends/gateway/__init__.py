@@ -1,4 +1,6 @@
-"""Dask Gateway: the backend, one session with a server, its option spec, finding and attaching other processes' clusters.
+"""Dask Gateway: the backend, one session with a server, its option spec, finding and attaching
+other processes' clusters.
 
-May import: errors, models, backend_registry, config, environment, backends.base and backends.reaper.
+May import: errors, models, backend_registry, config, environment, backends.base and
+backends.reaper.
 """

@@ -85,7 +85,10 @@ AUTH = Field(
 class GatewayBackend(Backend):
     name = "gateway"
     extra = "gateway"
-    security_note = "a gateway secures its clusters itself (TLS with the gateway's certificates); remove security"
+    security_note = (
+        "a gateway secures its clusters itself (TLS with the gateway's certificates); "
+        "remove security"
+    )
     requires = ("dask_gateway",)
     remote_clusters = True
     cluster_classes = ("dask_gateway.GatewayCluster", "dask_gateway.client.GatewayCluster")
@@ -192,8 +195,14 @@ class GatewayBackend(Backend):
         }
         shown.pop("notes", None)
         text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
-        text += "# gateway: options are checked against the server's option spec when the cluster starts\n"
-        text += f"# gateway: sent through the server's environment option: {', '.join(sorted(send)) or 'nothing'}\n"
+        text += (
+            "# gateway: options are checked against the server's option spec "
+            "when the cluster starts\n"
+        )
+        text += (
+            "# gateway: sent through the server's environment option: "
+            f"{', '.join(sorted(send)) or 'nothing'}\n"
+        )
         text += "".join(f"# note: {n}\n" for n in [*self.spec.notes, *notes])
         return self.safe(text)
 
@@ -308,7 +317,8 @@ class GatewayBackend(Backend):
         self._remark(remark)
 
     def _remark(self, remark: str | None) -> None:
-        """The gateway granted less than asked (its per-cluster limits): say so where the user is."""
+        """The gateway granted less than asked (its per-cluster limits): say so where the user
+        is."""
         if remark:
             match = re.search(r"[Ss]caling to (\d+)", remark)
             if match and not self._adaptive:

@@ -33,7 +33,10 @@ def describe_field(field: Any, default: Any = None) -> str:
     }.get(kind, kind)
     low, high = getattr(field, "min", None), getattr(field, "max", None)
     if low is not None or high is not None:
-        text += f" {_number(low) if low is not None else '-inf'}..{_number(high) if high is not None else 'inf'}"
+        text += (
+            f" {_number(low) if low is not None else '-inf'}"
+            f"..{_number(high) if high is not None else 'inf'}"
+        )
     if kind == "select":
         text = "one of " + " | ".join(field.options)
     if kind != "mapping" and default is not None:
@@ -116,7 +119,8 @@ def fill_options(
     elif environment:
         warnings.append(
             f"the gateway at {address} has no environment option (its options: "
-            f"{', '.join(options._fields) or 'none'}), so these variables do not reach its workers: "
+            f"{', '.join(options._fields) or 'none'}), "
+            "so these variables do not reach its workers: "
             f"{', '.join(sorted(environment))}"
         )
     return dict(options), warnings

@@ -36,7 +36,8 @@ def _from_env(variable: str, what: str, key: str, source: str | None) -> str:
     value = os.environ.get(variable)
     if not value:
         raise ConfigError(
-            f"{what} is read from the environment variable {variable!r}, which is not set in this process",
+            f"{what} is read from the environment variable {variable!r}, "
+            "which is not set in this process",
             key=key,
             source=source,
         )
@@ -95,7 +96,8 @@ def build_auth(auth: Mapping[str, Any] | None, *, key: str = "auth", source: str
     if kind == "kerberos":
         if importlib.util.find_spec("kerberos") is None:
             raise ConfigError(
-                "kerberos authentication needs the Python package 'kerberos' (pip install kerberos)",
+                "kerberos authentication needs the Python package 'kerberos' "
+                "(pip install kerberos)",
                 key=f"{key}.type",
                 source=source,
             )
@@ -224,13 +226,15 @@ class GatewaySession:
                 )
             return ClusterError(
                 self.safe(
-                    f"{what}: the gateway at {self.address} answered HTTP {exc.status} {exc.message}"
+                    f"{what}: the gateway at {self.address} "
+                    f"answered HTTP {exc.status} {exc.message}"
                 )
             )
         if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
             return ClusterError(
                 self.safe(
-                    f"{what}: cannot reach the gateway at {self.address} ({type(exc).__name__}: {exc})"
+                    f"{what}: cannot reach the gateway at {self.address} "
+                    f"({type(exc).__name__}: {exc})"
                 )
             )
         if isinstance(exc, (GatewayClusterError, GatewayServerError)):
@@ -271,7 +275,8 @@ class GatewaySession:
         )
 
     def wait_running(self, name: str, timeout: float):
-        """Wait for a submitted cluster to run; ClusterError if it fails, stops or takes too long."""
+        """Wait for a submitted cluster to run; ClusterError if it fails, stops or takes too
+        long."""
         from dask_gateway.client import ClusterStatus
 
         deadline = time.monotonic() + timeout
@@ -279,7 +284,8 @@ class GatewaySession:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ClusterError(
-                    f"gateway cluster {name} did not start within {timeout:g} s (it is stopped again)"
+                    f"gateway cluster {name} did not start within {timeout:g} s "
+                    "(it is stopped again)"
                 )
             # ?wait makes the server hold the answer until the state changes (or its own timeout).
             try:
@@ -344,7 +350,8 @@ class GatewaySession:
                 return
             if time.monotonic() > deadline:
                 raise ClusterError(
-                    f"gateway cluster {name} is still {report.status.name.lower()} after {timeout:g} s"
+                    f"gateway cluster {name} is still {report.status.name.lower()} "
+                    f"after {timeout:g} s"
                 )
             time.sleep(0.2)
 

@@ -231,13 +231,18 @@ class JobQueueBackend(ClusterClassBackend):
     def dry_run(self) -> str:
         text = super().dry_run()
         script = self.job_script()
-        text += f"# job script ({self.submit_command}); at start the scheduler address is filled in and a\n"
+        text += (
+            f"# job script ({self.submit_command}); "
+            "at start the scheduler address is filled in and a\n"
+        )
         text += "# line before the worker command ends the job at once if that scheduler is gone:\n"
         text += self.redact(script)
         if self.spec.security:
             text += (
-                "# security: the scheduler listens on tls://; at start each job gets --tls-ca-file, "
-                "--tls-cert and --tls-key options naming certificate files (temporary ones are written "
+                "# security: the scheduler listens on tls://; "
+                "at start each job gets --tls-ca-file, "
+                "--tls-cert and --tls-key options naming certificate files "
+                "(temporary ones are written "
                 "beside the job logs unless shared_temp_directory says otherwise)\n"
             )
         for line in self.preflight_notes(script):
@@ -257,8 +262,10 @@ class JobQueueBackend(ClusterClassBackend):
         environ = self.submission_environ()
         if self.submit_command and not shutil.which(self.submit_command, path=environ.get("PATH")):
             raise ClusterError(
-                f"{self.submit_command} not found on PATH: the {self.name!r} backend submits each worker as a "
-                f"job with {self.submit_command}; start it on a machine with the scheduler's commands "
+                f"{self.submit_command} not found on PATH: "
+                f"the {self.name!r} backend submits each worker as a "
+                f"job with {self.submit_command}; "
+                "start it on a machine with the scheduler's commands "
                 "(a login node), or load them first (e.g. `module load slurm`)"
             )
         self.preflight()

@@ -76,7 +76,8 @@ def scheduler_probe(python: str, address: str | None) -> str | None:
         "try:\n"
         f"    socket.create_connection(({parsed.hostname!r}, {port}), 10).close()\n"
         "except OSError as e:\n"
-        f"    sys.exit('pipejupyter: scheduler {parsed.hostname}:{port} is not reachable (%s): the cluster that submitted this job is gone; ending the job' % e)\n"
+        f"    sys.exit('pipejupyter: scheduler {parsed.hostname}:{port} is not reachable (%s): "
+        "the cluster that submitted this job is gone; ending the job' % e)\n"
     )
     return f"{python} -I -S -c {shlex.quote(code)} || exit 0"
 

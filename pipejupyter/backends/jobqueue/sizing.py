@@ -75,7 +75,8 @@ def translate_for_batch(spec: ClusterSpec) -> None:
         kwargs.setdefault("processes", per_job)
         _move_origin(spec, old, "cores")
         notes.append(
-            f"{old}={value!r} means cores={kwargs['cores']!r} per job ({per_job} worker process(es) per job)"
+            f"{old}={value!r} means cores={kwargs['cores']!r} per job "
+            f"({per_job} worker process(es) per job)"
         )
     if "memory_limit" in kwargs:
         value = kwargs.pop("memory_limit")
@@ -130,13 +131,15 @@ def validate_sizes(spec: ClusterSpec) -> None:
     if processes is not None:
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
             raise ConfigError(
-                f"processes (worker processes per job) must be a whole number >= 1, got {processes!r}",
+                "processes (worker processes per job) must be a whole number >= 1, "
+                f"got {processes!r}",
                 source=_origin(spec, "processes"),
                 key=_key(spec, "processes"),
             )
         if isinstance(cores, int) and processes > cores:
             raise ConfigError(
-                f"processes={processes} is more than cores={cores}: each worker process needs a core",
+                f"processes={processes} is more than cores={cores}: "
+                "each worker process needs a core",
                 source=_origin(spec, "processes"),
                 key=_key(spec, "processes"),
             )

@@ -44,7 +44,9 @@ def validate_walltime(spec: ClusterSpec) -> None:
             f"{value!r} is not a SLURM time",
             source=source,
             key=key,
-            accepted='MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (quote it in YAML: "01:00:00")',
+            accepted=(
+                'MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (quote it in YAML: "01:00:00")'
+            ),
         ) from None
 
 
@@ -121,7 +123,8 @@ def _misfit(spec: ClusterSpec, part: Partition) -> ConfigError | None:
         return _over(
             spec,
             name,
-            f"{name}={cpus} CPUs per job, but the nodes of partition {part.name!r} have at most {limit}",
+            f"{name}={cpus} CPUs per job, "
+            f"but the nodes of partition {part.name!r} have at most {limit}",
             f"at most {limit}",
         )
     mem, name = requested_memory_mb(spec)
@@ -130,7 +133,8 @@ def _misfit(spec: ClusterSpec, part: Partition) -> ConfigError | None:
         return _over(
             spec,
             name,
-            f"{name} asks for {mem} MB per job, but the nodes of partition {part.name!r} have at most {limit} MB",
+            f"{name} asks for {mem} MB per job, "
+            f"but the nodes of partition {part.name!r} have at most {limit} MB",
             f"at most {limit}MB ({limit / 1024:.1f} GiB)",
         )
     return None
