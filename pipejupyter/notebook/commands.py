@@ -30,7 +30,6 @@ from pipejupyter.notebook.parser import (
     subcommand,
     subparser,
 )
-from pipejupyter.stages import context
 
 
 def _display(obj: Any) -> None:
@@ -333,6 +332,8 @@ def dashboard(args: argparse.Namespace, shell: Any):
 @arg("stage", nargs="?", metavar="STAGE", help="only this stage's runs")
 @arg("--items", action="store_true", help="with STAGE: every item's latest state")
 def stages(args: argparse.Namespace, shell: Any):
+    # sqlite3 and the store load when the stages subcommand runs, not with %load_ext.
+    from pipejupyter.stages import context
 
     if args.items and args.stage:
         print(context.format_items(context.items(args.stage)))
