@@ -14,7 +14,12 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from pipejupyter.errors import PipejupyterError
+from pipejupyter.lifecycle.manager import get
 from pipejupyter.notebook.parser import MagicArgumentParser
+from pipejupyter.stages import inputs
+from pipejupyter.stages.results import StageFailed
+from pipejupyter.stages.run import parse_resources, run_stage
+from pipejupyter.work.cell import cell_work
 
 USAGE_EPILOG = """\
 examples:
@@ -154,7 +159,6 @@ def _unquote(token: str) -> str:
 
 
 def _items(expression: str, namespace: dict[str, Any]) -> Any:
-    from pipejupyter.stages import inputs
 
     scope = {"glob": inputs.glob, "mapfile": inputs.mapfile, **namespace}
     try:
@@ -167,9 +171,6 @@ def _items(expression: str, namespace: dict[str, Any]) -> Any:
 
 def run_cell(shell: Any, line: str, cell: str) -> Any:
     """Run the cell body as a stage; bind ``-o``; return the results when there is no ``-o``."""
-    from pipejupyter.stages.results import StageFailed
-    from pipejupyter.stages.run import parse_resources, run_stage
-    from pipejupyter.work.cell import cell_work
 
     args = parse(line)
     if args is None:
@@ -185,8 +186,6 @@ def run_cell(shell: Any, line: str, cell: str) -> Any:
         )
         client = None
         if args.cluster:
-            from pipejupyter.lifecycle.manager import get
-
             client = get(args.cluster).client
         result = run_stage(
             args.name,

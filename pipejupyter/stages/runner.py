@@ -25,8 +25,10 @@ from pipejupyter.errors import StageError
 from pipejupyter.stages.batch_planning import BatchPlanner
 from pipejupyter.stages.context import ContextStore
 from pipejupyter.stages.inputs import Item, item_fingerprint
+from pipejupyter.stages.placement import check_resources, host_restrictions
 from pipejupyter.stages.reporting import StageReporter
 from pipejupyter.stages.results import MISSING, ItemFailure, StageResult
+from pipejupyter.work.casa import log_commands
 from pipejupyter.work.executor import BatchMeta, Entries, PackedWork, run_batch
 from pipejupyter.work.kinds import Work
 
@@ -244,7 +246,6 @@ class StageRunner:
                 f"{type(exc).__name__}: {exc}"
             ) from None
         info = self.client.scheduler_info(n_workers=-1).get("workers", {})
-        from pipejupyter.stages.placement import check_resources, host_restrictions
 
         check_resources(self.resources, info)
         hosts = sorted({self.items[i].host for i in todo if self.items[i].host})
@@ -451,8 +452,6 @@ class StageRunner:
             self.reporter.output(key, o.log[self.shown[i] :], "stdout")
         self.shown[i] = 0
         if o.commands:
-            from pipejupyter.work.casa import log_commands
-
             log_commands(self.workdir, self.name, key, worker, o.commands, ok=o.ok)
         if o.ok:
             try:
