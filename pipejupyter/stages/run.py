@@ -51,7 +51,7 @@ def run_stage(
     with the same fingerprint. batch: "auto" (measure and pack tiny items), an int, or
     False. persist: record everything in ``.pipejupyter/context.sqlite`` of ``workdir``.
     """
-    # The runner needs distributed: imported when a stage runs, not with pipejupyter.command.
+    # The runner imports distributed: loaded when a stage runs, not with this module.
     from pipejupyter.stages.runner import StageRunner
 
     _check_name(name)
