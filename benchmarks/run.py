@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 
 MODULES = [
     "core",
+    "config_load",
     "stages",
     "widget_render",
     "rest_clusters",

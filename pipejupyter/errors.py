@@ -83,3 +83,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
 
 class StageError(PipejupyterError, ValueError):
     """A stage request that cannot start (nothing was submitted)."""
+
+
+class LimitError(ConfigError):
+    """A count above its configured limit (``max_workers``); the message names the limit,
+    the value and where to raise it. The REST API answers 400 (other ConfigErrors: 422)."""

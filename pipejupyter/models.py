@@ -7,15 +7,24 @@ the sidebar panel and the CLI all show exactly these dictionaries.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
 
 class ClusterStatus(str, Enum):
+    """What a cluster model's ``status`` says (docs/wire-format.md).
+
+    LOST: the scheduler is gone (its port is closed, or this process's connection to it
+    died). UNREACHABLE: a cluster another process owns whose scheduler did not answer
+    this process in time (stopped, overloaded, another host out of reach); it may be fine.
+    """
+
     STARTING = "starting"
     RUNNING = "running"
     LOST = "lost"
+    UNREACHABLE = "unreachable"
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -34,6 +43,8 @@ class ClusterSpec:
     cluster_kwargs: dict[str, Any] = field(default_factory=dict)
     adapt_kwargs: dict[str, Any] | None = None
     workers: int | None = None
+    #: most workers the cluster may ask for (workers, adapt, scale); None: no limit
+    max_workers: int | None = None
     env: dict[str, Any] = field(
         default_factory=dict
     )  # {"pass": [...], "set": {...}, "redact": [...]}
@@ -93,6 +104,21 @@ def worker_row(
     }
 
 
+#: ids that go into a ``%pipecluster connect`` line as they are. IPython expands ``$var``
+#: and ``{expr}`` in a magic line even inside quotes, so quoting cannot make any id safe:
+#: only ids without quotes, spaces, ``$``, braces, backslashes or a leading ``-`` get a line.
+#: Ours are 12 hex digits; gateway cluster names are ``[a-z0-9.]``.
+CONNECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,199}")
+
+
+def connect_code(cluster_id: Any) -> str | None:
+    """The line that connects a kernel to cluster ``cluster_id`` (the sidebar's "Insert
+    connect code"), or None when the id cannot be written into code safely."""
+    if isinstance(cluster_id, str) and CONNECT_ID.fullmatch(cluster_id):
+        return f"%pipecluster connect {cluster_id}"
+    return None
+
+
 def cluster_model(
     *,
     id: str,
@@ -128,5 +154,6 @@ def cluster_model(
         "owner": owner,
         "started": started,
         "error": error,
+        "connect_code": connect_code(id),
         "worker_info": worker_info,
     }

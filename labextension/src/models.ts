@@ -2,8 +2,18 @@
  * TypeScript mirrors of the JSON models in docs/wire-format.md.
  */
 
+/**
+ * "lost": the scheduler is gone; "unreachable": another process's scheduler did not
+ * answer this server in time (it may be fine: stopped, overloaded, another host).
+ */
 export type ClusterStatus =
-  'starting' | 'running' | 'lost' | 'stopping' | 'stopped' | 'failed';
+  | 'starting'
+  | 'running'
+  | 'lost'
+  | 'unreachable'
+  | 'stopping'
+  | 'stopped'
+  | 'failed';
 
 export interface IAdapt {
   minimum: number;
@@ -41,7 +51,7 @@ export interface IClusterModel {
   dashboard_link: string | null;
   /** Connected workers. */
   workers: number;
-  /** Asked for, not yet connected. */
+  /** Asked for, not yet connected (worker_info lists at most 100 of them). */
   pending: number;
   /** Total threads of connected workers. */
   cores: number;
@@ -55,6 +65,9 @@ export interface IClusterModel {
   /** Epoch seconds. */
   started: number | null;
   error: string | null;
+  /** The line "Insert connect code" puts into a cell; null when the id is unsafe
+   * in code (absent from older servers). */
+  connect_code?: string | null;
   worker_info?: IWorkerInfo[];
 }
 

@@ -217,14 +217,20 @@ export class ClusterPanel extends Widget {
       }
       const link = model.dashboard_link;
       if (link && !this._hrefs.has(link)) {
-        void this._options.resolveDashboard(link).then(href => {
-          this._hrefs.set(link, href);
-          this._cards.forEach(c => {
-            if (c.model.dashboard_link === link) {
-              c.dashboardHref = href;
-            }
-          });
-        });
+        // '' until resolved, and for a link that is not http(s): a click then
+        // resolves again and shows why it is not opened.
+        this._hrefs.set(link, '');
+        this._options.resolveDashboard(link).then(
+          href => {
+            this._hrefs.set(link, href);
+            this._cards.forEach(c => {
+              if (c.model.dashboard_link === link) {
+                c.dashboardHref = href;
+              }
+            });
+          },
+          () => undefined
+        );
       } else if (link) {
         card.dashboardHref = this._hrefs.get(link) ?? '';
       }
@@ -254,13 +260,17 @@ export class ClusterPanel extends Widget {
     // window.open inside the click.
     const href = this._hrefs.get(link);
     if (href) {
-      this._options.openDashboard(href, model);
+      try {
+        this._options.openDashboard(href, model);
+      } catch (error) {
+        this.showError(error, 'dashboard');
+      }
       return;
     }
-    this._options.resolveDashboard(link).then(
-      url => this._options.openDashboard(url, model),
-      error => this.showError(error, 'dashboard')
-    );
+    this._options
+      .resolveDashboard(link)
+      .then(url => this._options.openDashboard(url, model))
+      .catch(error => this.showError(error, 'dashboard'));
   }
 }
 

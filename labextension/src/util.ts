@@ -92,3 +92,49 @@ export function errorText(error: unknown): string {
   }
   return String(error);
 }
+
+/** Longest text of an untrusted value put into a message. */
+const SHOWN = 120;
+
+/** `value` as a quoted, escaped, shortened string for a message. */
+export function shown(value: unknown): string {
+  const text = String(value);
+  return JSON.stringify(
+    text.length > SHOWN
+      ? `${text.slice(0, SHOWN)}…(${text.length} chars)`
+      : text
+  );
+}
+
+/** Schemes a link may have to be opened (as the Python widget's safe_link). */
+const LINK_PROTOCOLS = new Set(['http:', 'https:']);
+/** Longer links are not links. */
+const MAX_LINK = 8192;
+
+/**
+ * The absolute http(s) URL of `link`, or null for anything else (javascript:, data:,
+ * file:, blob:, text that is no URL). A relative link (a dashboard behind the
+ * Jupyter server's proxy, "/user/x/proxy/8787/status") resolves against `base`.
+ * The browser's own URL parser decides, so " JavaScript:..." or "java\nscript:..."
+ * are read exactly as window.open would read them.
+ */
+export function safeLink(
+  link: unknown,
+  base: string = window.location.href
+): string | null {
+  if (typeof link !== 'string' || link.length > MAX_LINK) {
+    return null;
+  }
+  let url: URL;
+  try {
+    url = new URL(link, base);
+  } catch {
+    return null;
+  }
+  return LINK_PROTOCOLS.has(url.protocol) ? url.href : null;
+}
+
+/** The message for a link that is not opened. */
+export function unsafeLinkMessage(link: unknown): string {
+  return `dashboard link ${shown(link)} is not an http(s) link: not opened`;
+}

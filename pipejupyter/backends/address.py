@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from pipejupyter.backends.base import Backend
+from pipejupyter.backends.probe import REFUSED, SILENT, scheduler_answer
 from pipejupyter.config.schema import Field
 from pipejupyter.environment.tls import make_security
-from pipejupyter.errors import NotOwned
+from pipejupyter.errors import ClusterError, NotOwned
 from pipejupyter.models import ClusterSpec
 
 
@@ -31,6 +32,16 @@ class AddressBackend(Backend):
     def make_client(self, **kwargs: Any):
         from distributed import Client
 
+        # A Dask connect to a scheduler that accepts but never speaks waits for ever.
+        timeout = kwargs.get("timeout")
+        answer = scheduler_answer(self._address, min(float(timeout or 5), 5.0))
+        if answer == SILENT:
+            raise ClusterError(
+                f"cannot connect to {self._address}: the scheduler does not answer (a stopped "
+                "process, a full backlog or a host out of reach)"
+            )
+        if answer == REFUSED:
+            raise ClusterError(f"cannot connect to {self._address}: nothing listens there")
         security = make_security(self.spec.security, source=self.spec.origin_of("security"))
         return Client(self._address, **({"security": security} if security else {}), **kwargs)
 

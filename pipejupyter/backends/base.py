@@ -11,18 +11,40 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import math
 from typing import Any, ClassVar
 
 import yaml
 
+from pipejupyter.config.loader import ARGUMENT, OVERRIDE
 from pipejupyter.config.schema import Field
 from pipejupyter.environment.mpi import mpi_sanitized
 from pipejupyter.environment.redaction import redact_tree
 from pipejupyter.environment.workers import WorkerEnvironment
-from pipejupyter.errors import ClusterError, ConfigError, MissingDependency, did_you_mean
+from pipejupyter.errors import (
+    ClusterError,
+    ConfigError,
+    LimitError,
+    MissingDependency,
+    did_you_mean,
+)
 from pipejupyter.models import ClusterSpec, worker_row
 
 logger = logging.getLogger(__name__)
+
+#: max_workers of a profile that sets none, for backends whose workers run elsewhere (batch
+#: jobs, a gateway, Kubernetes pods); local profiles default to 4 per CPU (backends/local.py)
+DEFAULT_MAX_WORKERS = 1000
+#: counts with more digits are shown by their length (str() of a huge int is slow, and
+#: refused above 4300 digits)
+SHOWN_DIGITS = 30
+#: worker counts of a spec: dotted key -> the name of the argument that sets it
+_COUNT_ARGUMENTS = {
+    "workers": "workers",
+    "cluster_kwargs.n_workers": "workers",
+    "adapt_kwargs.minimum": "adapt.minimum",
+    "adapt_kwargs.maximum": "adapt.maximum",
+}
 
 
 def import_dotted(path: str) -> Any:
@@ -66,13 +88,22 @@ class Backend:
     # -- resolve time -------------------------------------------------------------
     @classmethod
     def finalize(cls, spec: ClusterSpec) -> None:
-        """Translate sizing keys, fill defaults, validate kwargs. Raises ConfigError."""
+        """Translate sizing keys, fill defaults, validate kwargs. Raises ConfigError.
+
+        Every worker count is checked against ``max_workers`` twice, as written (so the
+        error names the key and line the user wrote) and as translated (``n_workers``,
+        ``maximum_jobs``, the default count), before anything is built.
+        """
         if spec.cluster_class is None and cls.cluster_classes:
             spec.cluster_class = cls.cluster_classes[0]
+        if spec.max_workers is None:
+            spec.max_workers = cls.default_max_workers(spec)
+        cls.check_worker_counts(spec, before_translation=True)
         cls.translate(spec)
         normalize_adapt_keys(spec, cls.workers_per_job(spec), note=cls.batch)
         if spec.workers is None and spec.adapt_kwargs is None:
             spec.workers = cls.default_workers(spec)
+        cls.check_worker_counts(spec)
         cls.validate_kwargs(spec)
 
     @classmethod
@@ -82,6 +113,75 @@ class Backend:
     @classmethod
     def default_workers(cls, spec: ClusterSpec) -> int:
         return 1
+
+    @classmethod
+    def default_max_workers(cls, spec: ClusterSpec) -> int | None:
+        """The most workers a profile may ask for when it sets no ``max_workers``; None:
+        no limit. Backends override it (local: 4 per CPU)."""
+        return DEFAULT_MAX_WORKERS
+
+    @classmethod
+    def max_workers_rule(cls, spec: ClusterSpec) -> str:
+        """How :meth:`default_max_workers` was decided, for the error that names it."""
+        return f"the default of the {cls.name!r} backend"
+
+    @classmethod
+    def check_worker_counts(cls, spec: ClusterSpec, *, before_translation: bool = False) -> None:
+        """Raise ConfigError for a worker count of ``spec`` that is not an integer >= 0,
+        and LimitError for one above ``spec.max_workers``."""
+        counts: list[tuple[str, Any]] = [("workers", spec.workers)]
+        n_workers = spec.cluster_kwargs.get("n_workers")
+        # As written, n_workers is the worker count unless an argument gave one; after
+        # translation it is still there only for cluster classes that take it themselves.
+        if not before_translation or spec.origin.get("workers") != ARGUMENT:
+            counts.append(("cluster_kwargs.n_workers", n_workers))
+        for label in ("minimum", "maximum"):
+            counts.append((f"adapt_kwargs.{label}", (spec.adapt_kwargs or {}).get(label)))
+        for dotted, value in counts:
+            if value is None:
+                continue
+            key, source = _count_key(spec, dotted)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                shown = shown_count(value) if isinstance(value, int) else repr(value)[:60]
+                raise ConfigError(f"expected an integer >= 0, got {shown}", source=source, key=key)
+            cls.check_worker_limit(spec, value, key=key, source=source)
+
+    @classmethod
+    def check_worker_limit(
+        cls,
+        spec: ClusterSpec,
+        value: int,
+        *,
+        key: str,
+        source: str | None = None,
+        live: bool = False,
+    ) -> None:
+        """Raise LimitError when ``value`` workers is above ``spec.max_workers``.
+
+        ``live``: the cluster runs (scale, adapt), so a raised limit needs a new start.
+        """
+        limit = spec.max_workers
+        if limit is None or value <= limit:
+            return
+        origin = spec.origin.get("max_workers")
+        if origin == OVERRIDE:
+            why = "set by an override (--set)"
+        else:
+            why = f"set at {origin}" if origin else cls.max_workers_rule(spec)
+        where = f"profiles.{spec.profile}"
+        count = (
+            f"{value} workers"
+            if value < 10**SHOWN_DIGITS
+            else f"a worker count with {_digits(value)} digits"
+        )
+        then = " and start the cluster again (a running cluster keeps its limit)" if live else ""
+        raise LimitError(
+            f"{count} is above max_workers={shown_count(limit)} ({why}); raise the limit with "
+            f"max_workers: N in {where} (or at the top level, for every profile) of a config "
+            f"file, or with --set {where}.max_workers=N{then}",
+            source=source,
+            key=key,
+        )
 
     @classmethod
     def workers_per_job(cls, spec: ClusterSpec) -> int:
@@ -177,7 +277,7 @@ class Backend:
             "pass": shown["env"].get("pass", []),
             "workers_receive": self.env.redacted(),
         }
-        shown["options"] = redact_tree(shown["options"], self.env.redact)
+        shown = redact_tree(shown, self.env.redact)  # cluster_kwargs, options... at any depth
         shown.pop("notes", None)
         text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
         if self.spec.notes:
@@ -259,6 +359,31 @@ class Backend:
         """Stop a discovered cluster through the backend's service; False: not handled here
         (the caller shuts it down through its scheduler)."""
         return False
+
+
+def shown_count(value: int) -> str:
+    """``value`` as text; a number too long to read (or to convert) by its length."""
+    if -(10**SHOWN_DIGITS) < value < 10**SHOWN_DIGITS:
+        return str(value)
+    return f"a number with {_digits(value)} digits"
+
+
+def _digits(value: int) -> int:
+    value = abs(value)
+    digits = int(math.log10(value)) + 1
+    if 10 ** (digits - 1) > value:  # log10 of a huge int is a float: correct its rounding
+        digits -= 1
+    elif 10**digits <= value:
+        digits += 1
+    return digits
+
+
+def _count_key(spec: ClusterSpec, dotted: str) -> tuple[str, str | None]:
+    """The key an error about count ``dotted`` names, and where the count came from."""
+    source = spec.origin_of(dotted)
+    if source == ARGUMENT:
+        return _COUNT_ARGUMENTS[dotted], source
+    return f"profiles.{spec.profile}.{dotted}", source
 
 
 def normalize_adapt_keys(spec: ClusterSpec, workers_per_job: int, *, note: bool = False) -> None:

@@ -27,7 +27,7 @@ import yaml
 from pipejupyter.backends.base import ClusterClassBackend
 from pipejupyter.config.schema import Field
 from pipejupyter.environment.mpi import mpi_sanitized
-from pipejupyter.environment.redaction import REDACTED, is_secret
+from pipejupyter.environment.redaction import REDACTED, is_secret, redact_urls
 from pipejupyter.environment.remote import remote_environment
 from pipejupyter.errors import ClusterError, ConfigError
 from pipejupyter.models import ClusterSpec
@@ -157,7 +157,7 @@ class KubernetesBackend(ClusterClassBackend):
 
     def dry_run(self) -> str:
         _, notes = self.environment()
-        shown = _redact_resource(self.cluster_spec(), self.env.redact)
+        shown = redact_urls(_redact_resource(self.cluster_spec(), self.env.redact))
         text = super().dry_run()
         text += "# DaskCluster resource (dask_kubernetes.operator.make_cluster_spec):\n"
         text += yaml.dump(shown, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False)

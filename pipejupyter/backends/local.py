@@ -39,6 +39,10 @@ JOB_ONLY_KEYS = frozenset(
 )
 
 
+#: local profiles that set no max_workers may start this many workers per CPU
+MAX_WORKERS_PER_CPU = 4
+
+
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -120,6 +124,18 @@ class LocalBackend(ClusterClassBackend):
     @classmethod
     def default_workers(cls, spec: ClusterSpec) -> int:
         return default_local_workers()
+
+    @classmethod
+    def default_max_workers(cls, spec: ClusterSpec) -> int:
+        # Never below the default count (SLURM_NTASKS inside an allocation).
+        return max(MAX_WORKERS_PER_CPU * cpu_count(), default_local_workers())
+
+    @classmethod
+    def max_workers_rule(cls, spec: ClusterSpec) -> str:
+        return (
+            f"the local default: {MAX_WORKERS_PER_CPU} per CPU, {cpu_count()} CPUs here, "
+            "or SLURM_NTASKS if larger"
+        )
 
     @classmethod
     def accepted_kwargs(cls, klass: type) -> set[str] | None:

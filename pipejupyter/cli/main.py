@@ -15,7 +15,7 @@ import yaml
 
 from pipejupyter.cli.demo import run
 from pipejupyter.config.loader import load_config
-from pipejupyter.environment.redaction import redact_mapping, redact_tree
+from pipejupyter.environment.redaction import redact_tree
 from pipejupyter.errors import PipejupyterError
 from pipejupyter.lifecycle import discovery
 from pipejupyter.lifecycle.manager import dry_run, list_clusters, prepare, stop_discovered
@@ -85,23 +85,23 @@ def _parser() -> argparse.ArgumentParser:
 
 def _spec_json(spec) -> dict[str, Any]:
 
-    env = dict(spec.env)
-    env["set"] = redact_mapping(env.get("set") or {}, env.get("redact") or ())
-    return {
+    data = {
         "profile": spec.profile,
         "backend": spec.backend,
         "cluster_class": spec.cluster_class,
         "cluster_kwargs": spec.cluster_kwargs,
         "adapt_kwargs": spec.adapt_kwargs,
         "workers": spec.workers,
-        "env": env,
+        "env": spec.env,
         "mpi": spec.mpi,
         "scheduler": spec.scheduler,
         "dask_config": spec.dask_config,
         "casaconfig": spec.casaconfig,
-        "options": redact_tree(spec.options, env.get("redact") or ()),
+        "options": spec.options,
         "notes": spec.notes,
     }
+    # Secret-named values (env.set, gateway passwords, ...) and URL passwords at any depth.
+    return redact_tree(data, spec.env.get("redact") or ())
 
 
 def _cmd_config(args) -> int:

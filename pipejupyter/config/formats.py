@@ -57,6 +57,14 @@ ADAPT = S.Field(
     "adaptive scaling: minimum, maximum (or minimum_jobs, maximum_jobs), wait_count, interval",
     nullable=True,
 )
+MAX_WORKERS = S.Field(
+    "int",
+    "most workers a cluster may ask for (workers, -n, adapt maximum, scale); "
+    "null: the backend's default (local: 4 per CPU; batch, gateway, kubernetes: 1000). "
+    "In a profile it wins over the top-level value",
+    minimum=1,
+    nullable=True,
+)
 PROFILE_KEYS: dict[str, S.Field] = {
     "backend": S.Field("str", "backend name (see `pipejupyter profiles`) or module:Class"),
     "cluster_class": S.Field("str", "dotted path of a Dask cluster class"),
@@ -64,6 +72,7 @@ PROFILE_KEYS: dict[str, S.Field] = {
     "workers": S.Field(
         "int", "workers to start (null: the backend's default rule)", minimum=0, nullable=True
     ),
+    "max_workers": MAX_WORKERS,
     "cluster_kwargs": S.Field("map", "keyword arguments of the cluster class", nullable=True),
     "adapt_kwargs": ADAPT,
     "env": ENV,
@@ -96,6 +105,7 @@ NATIVE = S.Field(
     "record",
     children={
         "default": S.Field("str", "profile used when none is named"),
+        "max_workers": MAX_WORKERS,
         "env": ENV,
         "mpi": MPI,
         "dask_config": S.Field("map", "Dask configuration for every cluster", nullable=True),

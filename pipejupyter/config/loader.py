@@ -9,19 +9,28 @@ deeply, anything else replaces. Every resolved value remembers where it came fro
 from __future__ import annotations
 
 import copy
+import hashlib
+import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, NamedTuple
 
 from pipejupyter.backend_registry import backend_name_for_profile, get_backend
 from pipejupyter.config import schema as S
 from pipejupyter.config.formats import NATIVE, PROFILE_KEYS, normalize
 from pipejupyter.config.security import check_security
-from pipejupyter.config.yaml_source import KeyPath, load_yaml_file
+from pipejupyter.config.yaml_source import (
+    ALIAS_LIMIT_VARIABLE,
+    MAX_DEPTH,
+    InvalidYAML,
+    KeyPath,
+    load_yaml_file,
+    load_yaml_text,
+)
 from pipejupyter.errors import ConfigError, did_you_mean
 from pipejupyter.models import ClusterSpec
 
@@ -89,9 +98,12 @@ class Config:
             )
         key, _, raw = assignment.partition("=")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            # Read like a config file: the same bounds on aliases and nesting.
+            value = load_yaml_text(raw, OVERRIDE).data if raw.strip() else ""
+        except InvalidYAML:
             value = raw  # not YAML: keep the text as written
+        except ConfigError as exc:
+            raise ConfigError(exc.problem, source=OVERRIDE, key=key.strip()) from None
         if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
             value = raw.strip()  # YAML 1.1 reads on/off/yes/no as booleans; keep the word
         self.set_value(key, value, profile)
@@ -105,6 +117,13 @@ class Config:
             raise ConfigError("override has an empty key", source=OVERRIDE, key=str(key))
         if parts[0] not in NATIVE_ROOT_KEYS:
             parts = ["profiles", profile or self.default_profile, *parts]
+        if _nested_deeper(value, MAX_DEPTH - len(parts)):
+            raise ConfigError(
+                f"the key and its value nest more than {MAX_DEPTH} levels deep",
+                source=OVERRIDE,
+                key=str(key)[:200],
+                accepted=f"at most {MAX_DEPTH} levels, as in a config file",
+            )
         tree: dict[str, Any] = {}
         node = tree
         for part in parts[:-1]:
@@ -171,6 +190,7 @@ class Config:
             cluster_kwargs=dict(body.get("cluster_kwargs") or {}),
             adapt_kwargs=dict(body["adapt_kwargs"]) if body.get("adapt_kwargs") else None,
             workers=body.get("workers"),
+            max_workers=_max_workers(body, self.tree),
             env=_merge_env(self.tree.get("env") or {}, body.get("env") or {}),
             mpi={"sanitize": "auto", **(self.tree.get("mpi") or {}), **(body.get("mpi") or {})},
             scheduler=dict(body.get("scheduler") or {}),
@@ -182,6 +202,8 @@ class Config:
             options={k: v for k, v in body.items() if k not in PROFILE_KEYS},
             origin=self._spec_origin(name),
         )
+        if body.get("max_workers") is None and self.tree.get("max_workers") is not None:
+            spec.origin["max_workers"] = self.where(("max_workers",))
         _apply_sizing_arguments(spec, workers, adapt)
         backend.finalize(spec)
 
@@ -189,14 +211,32 @@ class Config:
         return spec
 
     def _spec_origin(self, name: str) -> dict[str, str]:
+        # Walk the subtrees the spec uses (not the whole origin map: resolving every
+        # profile would be quadratic); origins exist only for paths in the tree.
         origin: dict[str, str] = {}
-        for path, source in self.origin.items():
-            if path and path[0] in ("env", "mpi", "dask_config", "casaconfig"):
-                origin.setdefault(".".join(path), source)
-        for path, source in self.origin.items():
-            if path[:2] == ("profiles", name) and len(path) > 2:
-                origin[".".join(path[2:])] = source
+        for root in ("env", "mpi", "dask_config", "casaconfig"):
+            for path in ((root,), *_paths(self.tree.get(root), (root,))):
+                source = self.origin.get(path)
+                if source is not None:
+                    origin[".".join(path)] = source
+        origin.update(self._profile_origin(name))
         return origin
+
+    def _profile_origin(self, name: str) -> dict[str, str]:
+        base = ("profiles", name)
+        return {
+            ".".join(path[2:]): self.origin[path]
+            for path in _paths(self.profiles.get(name), base)
+            if path in self.origin
+        }
+
+    def copy(self) -> Config:
+        """An independent copy: changing it (tree, origins, files) changes nothing here."""
+        other = copy.copy(self)
+        other.tree = copy.deepcopy(self.tree)
+        other.origin = dict(self.origin)
+        other.files = list(self.files)
+        return other
 
     def describe(self, name: str | None = None, *, origin: bool = False) -> dict[str, Any]:
         """One profile as the CLI and magics print it (raw, before backend translation)."""
@@ -204,24 +244,31 @@ class Config:
         body = copy.deepcopy(self.profile(name))
         out: dict[str, Any] = {"profile": name, **body}
         if origin:
-            out["origin"] = {
-                ".".join(p[2:]): s
-                for p, s in self.origin.items()
-                if p[:2] == ("profiles", name) and len(p) > 2
-            }
+            out["origin"] = self._profile_origin(name)
         return out
 
 
+def _max_workers(body: Mapping[str, Any], tree: Mapping[str, Any]) -> int | None:
+    """A profile's own max_workers, else the top-level one; None: the backend's default."""
+    value = body.get("max_workers")
+    return value if value is not None else tree.get("max_workers")
+
+
 def _apply_sizing_arguments(spec: ClusterSpec, workers, adapt) -> None:
+    """Arguments (-n, --adapt, workers=, adapt=) over the profile's sizing; the backend
+    checks every count against max_workers when it finalizes the spec."""
     if workers is not None and adapt is not None:
         raise ConfigError("give either a worker count or an adapt range, not both", source=ARGUMENT)
     if workers is not None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise ConfigError(
-                f"workers must be an integer >= 0, got {workers!r}", source=ARGUMENT, key="workers"
+                f"workers must be an integer >= 0, got {_shown(workers)}",
+                source=ARGUMENT,
+                key="workers",
             )
         spec.workers = workers
         spec.adapt_kwargs = None  # an explicit count wins over configured adaptivity
+        _forget_origin(spec, "adapt_kwargs")
         spec.origin["workers"] = ARGUMENT
     if adapt is not None:
         if isinstance(adapt, Mapping):
@@ -236,16 +283,33 @@ def _apply_sizing_arguments(spec: ClusterSpec, workers, adapt) -> None:
         for label, value in (("minimum", minimum), ("maximum", maximum)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(
-                    f"adapt {label} must be an integer >= 0, got {value!r}",
+                    f"adapt {label} must be an integer >= 0, got {_shown(value)}",
                     source=ARGUMENT,
                     key=f"adapt.{label}",
                 )
         if minimum > maximum:
             raise ConfigError(
-                f"adapt minimum {minimum} is above maximum {maximum}", source=ARGUMENT, key="adapt"
+                f"adapt minimum {_shown(minimum)} is above maximum {_shown(maximum)}",
+                source=ARGUMENT,
+                key="adapt",
             )
         spec.adapt_kwargs = {"minimum": minimum, "maximum": maximum}
+        _forget_origin(spec, "adapt_kwargs")
         spec.origin["adapt_kwargs"] = ARGUMENT
+
+
+def _forget_origin(spec: ClusterSpec, key: str) -> None:
+    """Drop the origins of ``key`` and below: an argument replaced what the files said."""
+    for stale in [k for k in spec.origin if k == key or k.startswith(f"{key}.")]:
+        del spec.origin[stale]
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: a huge int (str() refuses > 4300 digits) by its size."""
+    if isinstance(value, int) and not -(10**30) < value < 10**30:
+        return f"a number with about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _merge_env(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -267,6 +331,22 @@ def _merged(base: Any, extra: Any) -> dict[str, Any]:
     return out
 
 
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether mappings and lists in ``value`` nest more than ``limit`` levels."""
+    if limit < 0:
+        return True
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth >= limit:
+                return True
+            stack.extend(
+                (child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)
+            )
+    return False
+
+
 def _mark_all(origin: dict, path: KeyPath, value: Any, source: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -274,23 +354,54 @@ def _mark_all(origin: dict, path: KeyPath, value: Any, source: str) -> None:
             _mark_all(origin, (*path, k), v, source)
 
 
+def _paths(value: Any, prefix: KeyPath) -> list[KeyPath]:
+    """Every key path below ``prefix`` in ``value`` (mappings only, as origins are kept)."""
+    out: list[KeyPath] = []
+    if not isinstance(value, dict):
+        return out
+    # Depth first in written order, without recursion (override values may nest deeply).
+    stack = [(prefix, iter(value.items()))]
+    while stack:
+        path, items = stack[-1]
+        for key, child in items:
+            here = (*path, key)
+            out.append(here)
+            if isinstance(child, dict) and child:
+                stack.append((here, iter(child.items())))
+                break
+        else:
+            stack.pop()
+    return out
+
+
 def _deep_merge(
     dst: dict, src: Mapping, path: KeyPath, dst_origin: dict, src_origin: Mapping, label
 ) -> None:
+    """Merge ``src`` into ``dst`` (mappings deeply, anything else replaces), origins along.
+
+    An origin map only holds key paths that exist in its tree, so the origins to forget and
+    to copy are found by walking the replaced and the new value: the cost is the size of
+    ``src`` plus what it replaces, never the size of ``dst_origin`` (that made loading
+    10,000 profiles or applying 100,000 overrides quadratic).
+    """
     for key, value in src.items():
         here = (*path, key)
-        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+        old = dst.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
             if here in src_origin:
                 dst_origin[here] = src_origin[here]
-            _deep_merge(dst[key], value, here, dst_origin, src_origin, label)
+            _deep_merge(old, value, here, dst_origin, src_origin, label)
             continue
         # Replacing: forget where the old subtree came from.
-        for stale in [p for p in dst_origin if p[: len(here)] == here]:
-            del dst_origin[stale]
+        dst_origin.pop(here, None)
+        for stale in _paths(old, here):
+            dst_origin.pop(stale, None)
         dst[key] = copy.deepcopy(value)
-        for p, s in src_origin.items():
-            if p[: len(here)] == here:
-                dst_origin[p] = label or s
+        if src_origin:
+            for p in (here, *_paths(value, here)):
+                source = src_origin.get(p)
+                if source is not None:
+                    dst_origin[p] = label or source
         if here not in dst_origin and (label or src_origin):
             dst_origin[here] = label or src_origin.get(here, DEFAULT)
 
@@ -325,3 +436,106 @@ def load_config(
             config.override(assignment, profile)
     config.validate()
     return config
+
+
+#: files up to this size are also hashed for the cache key (larger ones: by stat only)
+HASHED_CONFIG_BYTES = 1 << 20
+
+
+class CacheInfo(NamedTuple):
+    hits: int
+    misses: int
+    currsize: int
+
+
+class ConfigCache:
+    """Loaded (and validated) chains, keyed by the state of the files they were read from.
+
+    The Jupyter server lists profiles on every poll of its sidebar; reading and validating
+    the whole chain each time is wasted work when no file changed. The key is the explicit
+    files plus ``(path, role, device, inode, size, mtime_ns, ctime_ns)`` of every file in
+    the search path (a file that is edited, touched, replaced, appears or disappears is read
+    again), a hash of each file up to HASHED_CONFIG_BYTES (an edit within one timestamp
+    tick) and PIPEJUPYTER_MAX_ALIAS_NODES. A broken chain's ConfigError is kept too. Callers get a
+    deep copy, so changing what they got (``resolve_config`` applies overrides in place)
+    changes no later answer. Holds the ``size`` most recently used chains.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._entries: OrderedDict[Any, Config | ConfigError] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    def load(self, files: Iterable[str | os.PathLike] | str | os.PathLike | None = None) -> Config:
+        if isinstance(files, (str, os.PathLike)):
+            files = [files]
+        explicit = [os.fspath(f) for f in files or ()]
+        key = _chain_state(explicit)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+                self._entries.move_to_end(key)
+        if entry is None:
+            try:
+                entry = load_config(explicit)
+            except ConfigError as exc:
+                entry = exc
+            with self._lock:
+                self._entries[key] = entry
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        if isinstance(entry, ConfigError):
+            raise entry.with_traceback(None)
+        return entry.copy()
+
+    def info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(self._hits, self._misses, len(self._entries))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _chain_state(explicit: list[str]) -> tuple:
+    state: list[Any] = [tuple(explicit), os.environ.get(ALIAS_LIMIT_VARIABLE)]
+    for path, role in search_path(explicit):
+        try:
+            st = path.stat()
+        except OSError:
+            state.append((str(path), role, None))
+            continue
+        digest = None
+        if st.st_size <= HASHED_CONFIG_BYTES:
+            # Two writes within one timestamp tick can leave size and times alike.
+            try:
+                digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+            except OSError:
+                pass
+        state.append(
+            (str(path), role, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            + (digest,)
+        )
+    return tuple(state)
+
+
+#: the cache the Jupyter server's profile list reads through
+_CONFIG_CACHE = ConfigCache()
+
+
+def load_config_cached(
+    files: Iterable[str | os.PathLike] | str | os.PathLike | None = None,
+) -> Config:
+    """:func:`load_config` of ``files`` (no overrides), read again only when a file of the
+    chain changed; returns a copy the caller may change. ``load_config_cached.cache_info()``
+    counts hits and misses (like functools.lru_cache)."""
+    return _CONFIG_CACHE.load(files)
+
+
+load_config_cached.cache_info = _CONFIG_CACHE.info  # type: ignore[attr-defined]
+load_config_cached.cache_clear = _CONFIG_CACHE.clear  # type: ignore[attr-defined]

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from pipejupyter.backends.base import Backend
-from pipejupyter.environment.redaction import redact_text, secret_values
+from pipejupyter.backends.base import Backend, shown_count
+from pipejupyter.environment.redaction import redact_text, secret_values, url_passwords
 from pipejupyter.errors import ClusterError, NotOwned, UnknownCluster
 from pipejupyter.lifecycle import discovery
 from pipejupyter.models import ClusterSpec, ClusterStatus, cluster_model, worker_row
@@ -66,6 +66,7 @@ class ClusterHandle:
             secret_values(backend.env.variables, backend.env.redact) if backend.env else []
         )
         self._secrets += backend.secret_values()
+        self._secrets += url_passwords(spec.to_json())  # cluster_kwargs, options...
 
     # -- reading ------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -170,21 +171,28 @@ class ClusterHandle:
             raise ClusterError(f"cannot {action} {self.name!r}: it is {self.status}")
 
     def scale(self, n: int) -> None:
+        """Ask for ``n`` workers; LimitError (nothing asked) above the spec's max_workers."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ClusterError(f"scale needs an integer >= 0, got {n!r}")
+            raise ClusterError(f"scale needs an integer >= 0, got {_shown(n)}")
         self._require_owned("scale")
+        self.backend.check_worker_limit(self.spec, n, key="workers", live=True)
         self.backend.scale(n)
         self.adapt_range = None
         self.spec.workers = n
         self.publish()
 
     def adapt(self, minimum: int, maximum: int, **kwargs: Any) -> None:
+        """Adaptive between ``minimum`` and ``maximum`` workers; LimitError (nothing
+        changed) when ``maximum`` is above the spec's max_workers."""
         for label, value in (("minimum", minimum), ("maximum", maximum)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ClusterError(f"adapt {label} must be an integer >= 0, got {value!r}")
+                raise ClusterError(f"adapt {label} must be an integer >= 0, got {_shown(value)}")
         if minimum > maximum:
-            raise ClusterError(f"adapt minimum {minimum} is above maximum {maximum}")
+            raise ClusterError(
+                f"adapt minimum {shown_count(minimum)} is above maximum {shown_count(maximum)}"
+            )
         self._require_owned("adapt")
+        self.backend.check_worker_limit(self.spec, maximum, key="adapt.maximum", live=True)
         self.backend.adapt(minimum, maximum, **kwargs)
         self.adapt_range = {"minimum": minimum, "maximum": maximum}
         self.publish()
@@ -278,6 +286,10 @@ class ClusterHandle:
                 discovery.write(self.record())
             except OSError as exc:  # discovery is best-effort; the cluster still works
                 logger.warning("cannot write discovery file: %s", exc)
+
+
+def _shown(value: Any) -> str:
+    return shown_count(value) if isinstance(value, int) else repr(value)[:60]
 
 
 def _natural(row: Mapping[str, Any]) -> tuple:

@@ -13,13 +13,13 @@ Every parse problem raises IPython's ``UsageError`` with the usage line: never
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
-from IPython.utils.process import arg_split
 
 PROG = "%pipecluster"
 DEFAULT_SUBCOMMAND = "status"
@@ -199,11 +199,20 @@ def subparser(name: str) -> MagicArgumentParser:
 
 
 def split(line: str) -> list[str]:
+    """Split the line as a POSIX shell would: quotes group words and are removed
+    (``--name 'two words'`` is the name ``two words``), a backslash escapes the next
+    character, ``#`` is an ordinary character. IPython has already expanded ``$var`` and
+    ``{expr}`` in the line, so a value with spaces needs quotes: ``--name "$who"``.
+    Unbalanced quotes are a UsageError with the usage line."""
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
     try:
-        return arg_split(line, strict=True)
-    except ValueError as exc:  # unbalanced quotes
+        return list(lexer)
+    except ValueError as exc:  # unbalanced quotes, a trailing backslash
         raise UsageError(
-            f"cannot split {line!r}: {exc}\n{parser().format_usage().strip()}"
+            f"cannot split {line!r}: {exc}; quote a value with spaces as in a shell, "
+            f"e.g. --name 'two words'\n{parser().format_usage().strip()}"
         ) from None
 
 
@@ -244,6 +253,7 @@ def full_help() -> str:
         "shows one subcommand's options.",
         "start and connect return the cluster handle (c = %pipecluster start) and make its Client",
         "the default Dask client. Python variables expand in the line: -n $n or -n {n}.",
+        "Words are split as in a shell: quote a value with spaces, --name 'two words'.",
     ]
     return "\n".join(lines)
 

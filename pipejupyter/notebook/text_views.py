@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from pipejupyter.environment.redaction import REDACTED, is_secret
+from pipejupyter.environment.redaction import REDACTED, redact_tree
 from pipejupyter.environment.workers import WorkerEnvironment
 from pipejupyter.notebook.html_views import plural, safe_link
 
@@ -94,22 +94,6 @@ def profile_table(cfg: Any) -> str:
     return _table([" PROFILE", "BACKEND", "WORKERS", "DESCRIPTION", "DEFINED IN"], rows)
 
 
-def _redacted(value: Any, extra: tuple[str, ...]) -> Any:
-    """Secrets by key name at any depth (gateway passwords, tokens in env.set...)."""
-    if isinstance(value, Mapping):
-        return {
-            k: REDACTED
-            if is_secret(str(k), extra)
-            and v not in (None, "", {}, [])
-            and not isinstance(v, Mapping)
-            else _redacted(v, extra)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_redacted(v, extra) for v in value]
-    return value
-
-
 def _scalar(value: Any) -> str:
     dumped = yaml.safe_dump(value, default_flow_style=True, width=10**9)
     if dumped.endswith("\n...\n"):
@@ -147,8 +131,9 @@ def config_view(cfg: Any, spec: Any, *, origin: bool) -> str:
     """``config``: the resolved profile as YAML; with ``origin``, each value's source and the
     files read."""
     data = spec.to_json()
-    notes = data.pop("notes", [])
-    data = _redacted(data, tuple(spec.env.get("redact") or ()))
+    extra = tuple(spec.env.get("redact") or ())
+    notes = redact_tree(data.pop("notes", []), extra)
+    data = redact_tree(data, extra)
     if not origin:
         body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip()
     else:

@@ -22,19 +22,23 @@ from pipejupyter.server.service import ClusterService
 
 logger = logging.getLogger(__name__)
 
-#: threads for blocking manager calls; a slow start must not hold up polling
+#: threads for starts, scaling and stops (blocking manager calls of up to minutes)
 THREADS = 8
+#: threads for reads (GET routes): separate, so that starts filling THREADS never hold up
+#: the sidebar's polls; a read waits on schedulers at most watcher.PROBE_DEADLINE seconds
+READ_THREADS = 4
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     _skip_main_reimport()
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="pipejupyter")
+    reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="pipejupyter-read")
     service = ClusterService(
         ClusterManager("server"), owner_label=functools.partial(_kernel_label, serverapp)
     )
     serverapp.web_app.settings["pipejupyter_service"] = service
-    setup_handlers(serverapp.web_app, service, executor)
-    _on_shutdown(serverapp, functools.partial(_shutdown, serverapp, service, executor))
+    setup_handlers(serverapp.web_app, service, executor, reads)
+    _on_shutdown(serverapp, functools.partial(_shutdown, serverapp, service, executor, reads))
     serverapp.log.info("pipejupyter: REST API at %spipejupyter/", serverapp.base_url)
 
 
@@ -58,11 +62,17 @@ def _skip_main_reimport() -> None:
         main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
 
 
-async def _shutdown(serverapp: Any, service: ClusterService, executor: ThreadPoolExecutor) -> None:
+async def _shutdown(
+    serverapp: Any,
+    service: ClusterService,
+    executor: ThreadPoolExecutor,
+    reads: ThreadPoolExecutor,
+) -> None:
     names = await asyncio.get_running_loop().run_in_executor(executor, service.shutdown)
     if names:
         serverapp.log.info("pipejupyter: stopped %s", ", ".join(names))
     executor.shutdown(wait=False)
+    reads.shutdown(wait=False)
 
 
 def _on_shutdown(serverapp: Any, hook: Any) -> None:

@@ -9,28 +9,40 @@ the JSON body of docs/wire-format.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, wait
 from typing import Any
 
-from pipejupyter.config.loader import load_config
+from pipejupyter.config.loader import load_config_cached
 from pipejupyter.errors import (
     ClusterError,
     ConfigError,
+    LimitError,
     MissingDependency,
     NotOwned,
     PipejupyterError,
     UnknownCluster,
     did_you_mean,
 )
+from pipejupyter.lifecycle.discovery import is_cluster_id
 from pipejupyter.lifecycle.handle import ClusterHandle
 from pipejupyter.lifecycle.manager import ClusterManager
 from pipejupyter.models import ClusterStatus
-from pipejupyter.server.watcher import DiscoveredClusters
+from pipejupyter.server.watcher import PROBE_DEADLINE, DiscoveredClusters, Probes, record_model
 
 START_KEYS = ("profile", "workers", "adapt", "overrides")
 SCALE_KEYS = ("workers", "adapt")
 ADAPT_KEYS = ("minimum", "maximum")
+
+#: the largest request body the API reads, in bytes; a larger one is answered 413 unread
+MAX_BODY_BYTES = 1 << 20
+#: how deeply a request body's JSON may nest (arrays and objects)
+MAX_JSON_DEPTH = 32
+#: how many keys "overrides" may hold in one request
+MAX_OVERRIDES = 1000
 
 
 class ServiceError(PipejupyterError):
@@ -52,6 +64,8 @@ def http_error(exc: PipejupyterError, *, starting: bool = False) -> ServiceError
     """Map a core error to its HTTP status (a bug is not a PipejupyterError: that is a 500)."""
     if isinstance(exc, ServiceError):
         return exc
+    if isinstance(exc, LimitError):  # a count above max_workers: the request is wrong
+        return ServiceError(400, str(exc), key=exc.key, source=exc.source)
     if isinstance(exc, ConfigError):
         return ServiceError(422, str(exc), key=exc.key, source=exc.source)
     if isinstance(exc, MissingDependency):
@@ -67,21 +81,66 @@ def http_error(exc: PipejupyterError, *, starting: bool = False) -> ServiceError
 
 
 def decode_body(body: bytes | str | Mapping | None) -> dict[str, Any]:
-    """The JSON object of a request body, or a 400."""
+    """The JSON object of a request body, or a 400 (a 413 when over MAX_BODY_BYTES).
+
+    Bounded: at most MAX_BODY_BYTES are parsed, nested at most MAX_JSON_DEPTH levels (a
+    deeper body is a 400, never a RecursionError here or later in the config code).
+    """
     if isinstance(body, Mapping):
-        return dict(body)
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-    if not text.strip():
-        raise ServiceError(400, "the request body is empty; send a JSON object")
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ServiceError(400, f"the request body is not JSON: {exc}") from None
+        data: Any = dict(body)
+    else:
+        if body is not None and len(body) > MAX_BODY_BYTES:
+            raise body_too_large(len(body))
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+        if not text.strip():
+            raise ServiceError(400, "the request body is empty; send a JSON object")
+        try:
+            data = json.loads(text)
+        except RecursionError:  # the parser gave up before MAX_JSON_DEPTH could be checked
+            raise _too_deep() from None
+        except ValueError as exc:
+            raise ServiceError(400, f"the request body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ServiceError(
             400, f"the request body must be a JSON object, not {type(data).__name__}"
         )
+    if _nested_deeper_than(data, MAX_JSON_DEPTH):
+        raise _too_deep()
     return data
+
+
+def body_too_large(size: int | None = None) -> ServiceError:
+    """The 413 for a request body over MAX_BODY_BYTES; ``size`` is its length when known."""
+    what = f"{size} bytes" if size is not None else f"over {MAX_BODY_BYTES} bytes"
+    return ServiceError(
+        413,
+        f"the request body is {what}; the pipejupyter API reads at most {MAX_BODY_BYTES} bytes "
+        "(MAX_BODY_BYTES in pipejupyter/server/service.py)",
+    )
+
+
+def _too_deep() -> ServiceError:
+    return ServiceError(
+        400,
+        f"the request body is nested more than {MAX_JSON_DEPTH} levels deep "
+        "(arrays and objects; MAX_JSON_DEPTH in pipejupyter/server/service.py)",
+    )
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` levels (level by
+    level, without recursion: linear in the size of ``value``)."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(limit):
+        if not level:
+            return False
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, (dict, list))
+        ]
+    return bool(level)
 
 
 def _check_keys(data: Mapping[str, Any], accepted: tuple[str, ...], where: str) -> None:
@@ -137,12 +196,38 @@ def parse_start(body: bytes | str | Mapping | None) -> dict[str, Any]:
         raise ServiceError(
             400, f"profile must be a non-empty string, got {json.dumps(profile)}", key="profile"
         )
-    overrides = data.get("overrides") or {}
-    if not isinstance(overrides, dict) or not all(
-        isinstance(k, str) and k.strip() for k in overrides
-    ):
-        raise ServiceError(400, 'overrides must be an object {"key.path": value}', key="overrides")
+    overrides = _overrides(data.get("overrides"))
     return {"profile": profile, **_sizing(data, required=False), "overrides": overrides or None}
+
+
+def _overrides(value: Any) -> dict[str, Any]:
+    """The "overrides" of a start request: null or an object of at most MAX_OVERRIDES
+    non-empty "key.path" keys. Any other type is a 400, also the falsy ones ([], 0, "")."""
+    if value is None:
+        return {}
+    shape = 'overrides must be an object {"key.path": value}'
+    if not isinstance(value, dict):
+        raise ServiceError(400, f"{shape}, got {_shown(value)}", key="overrides")
+    if len(value) > MAX_OVERRIDES:
+        raise ServiceError(
+            400,
+            f"overrides has {len(value)} keys; at most {MAX_OVERRIDES} are accepted in one "
+            "request (MAX_OVERRIDES in pipejupyter/server/service.py); put the settings "
+            "in a profile instead",
+            key="overrides",
+        )
+    for key in value:
+        if not isinstance(key, str) or not key.strip():
+            raise ServiceError(
+                400, f"{shape} with non-empty keys, got key {_shown(key)}", key="overrides"
+            )
+    return value
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``value`` as JSON for an error message, cut to ``limit`` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def parse_scale(body: bytes | str | Mapping | None) -> dict[str, Any]:
@@ -159,7 +244,8 @@ def profile_list(config: Any = None) -> dict[str, Any]:
     """GET /profiles: every configured profile, resolved, with where its values came from."""
 
     try:
-        cfg = load_config(config)
+        # The sidebar polls: read and validate the chain again only when a file changed.
+        cfg = load_config_cached(config)
     except PipejupyterError as exc:
         raise http_error(exc) from None
     return {
@@ -242,6 +328,9 @@ class ClusterService:
     not own.
     """
 
+    #: threads asking this server's own schedulers for their models (see list())
+    OWN_PROBE_THREADS = 4
+
     def __init__(
         self,
         manager: ClusterManager | None = None,
@@ -250,6 +339,9 @@ class ClusterService:
         self.manager = manager or ClusterManager("server")
         self.discovered = DiscoveredClusters(self.manager)
         self._owner_label = owner_label
+        # Models of our own clusters ask their schedulers too: threads of their own, so
+        # discovered schedulers that hang cannot crowd them out.
+        self._own_probes = Probes(threads=self.OWN_PROBE_THREADS)
 
     # -- reading --------------------------------------------------------------------
     def own(self) -> list[ClusterHandle]:
@@ -257,20 +349,32 @@ class ClusterService:
         connections to discovered clusters are not owned and so never counted."""
         return [h for h in self.manager.clusters() if h.owned]
 
-    def list(self, timeout: float = 2.0) -> dict[str, Any]:
-        """GET /clusters: this server's clusters, then the discovered ones (live)."""
-        own = self.own()
-        models = [h.model(timeout=timeout) for h in own]
-        skip = {h.id for h in own} | {h.scheduler_address for h in own if h.scheduler_address}
-        models += self.discovered.models(self.discovered.records(skip), timeout=timeout)
-        return {"clusters": models}
+    def list(self, timeout: float = 2.0, deadline: float = PROBE_DEADLINE) -> dict[str, Any]:
+        """GET /clusters: this server's clusters, then the discovered ones (live).
 
-    def get(self, cluster_id: str) -> dict[str, Any]:
+        Answers within about ``deadline`` seconds (plus reading the discovery files): every
+        scheduler is asked at once, and one that has not answered by then is listed as
+        unreachable. ``timeout``: what one scheduler call may take, in the background.
+        """
+        started = time.monotonic()
+        own = self.own()
+        asked = self._own_probes.run(
+            {h.id: functools.partial(h.model, timeout=timeout) for h in own}, 0
+        )
+        skip = {h.id for h in own} | {h.scheduler_address for h in own if h.scheduler_address}
+        others = self.discovered.models(
+            self.discovered.records(skip), timeout=timeout, deadline=deadline
+        )
+        wait(asked.values(), timeout=max(0.0, deadline - (time.monotonic() - started)))
+        return {"clusters": [self._own_model(h, asked[h.id], deadline) for h in own] + others}
+
+    def get(self, cluster_id: str, deadline: float = PROBE_DEADLINE) -> dict[str, Any]:
         """GET /clusters/{id}."""
         handle = self._own_handle(cluster_id)
         if handle is not None:
-            return handle.model()
-        return self.discovered.model(self._record(cluster_id))
+            asked = self._own_probes.run({handle.id: handle.model}, deadline)
+            return self._own_model(handle, asked[handle.id], deadline)
+        return self.discovered.model(self._record(cluster_id), deadline=deadline)
 
     # -- driving --------------------------------------------------------------------
     def start(self, body: bytes | str | Mapping | None) -> dict[str, Any]:
@@ -321,10 +425,24 @@ class ClusterService:
         return next((h for h in self.own() if h.id == cluster_id), None)
 
     def _record(self, cluster_id: str) -> dict[str, Any]:
-        for record in self.discovered.records({h.id for h in self.own()}):
-            if record["id"] == cluster_id:
-                return record
+        if is_cluster_id(cluster_id):  # anything else names no discovery file
+            for record in self.discovered.records({h.id for h in self.own()}):
+                if record["id"] == cluster_id:
+                    return record
         raise ServiceError(404, f"no cluster {cluster_id!r}; GET /pipejupyter/clusters lists them")
+
+    @staticmethod
+    def _own_model(handle: ClusterHandle, asked: Future, deadline: float) -> dict[str, Any]:
+        """The model of one of our clusters, or (its scheduler did not answer in time) the
+        model its discovery record gives: "unreachable", or "starting" while it starts."""
+        if asked.done() and not asked.cancelled() and asked.exception() is None:
+            return asked.result()
+        error = (
+            f"reading its model failed: {asked.exception()}"
+            if asked.done() and not asked.cancelled()
+            else f"the scheduler did not answer within {deadline:g} s"
+        )
+        return record_model(handle.record(), None, handle.safe(error))
 
     def _changeable(self, cluster_id: str, action: str) -> ClusterHandle:
         handle = self._own_handle(cluster_id)

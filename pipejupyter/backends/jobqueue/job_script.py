@@ -3,9 +3,10 @@
 Quoting rule for the exported environment (documented in docs/slurm.md):
 - values copied from this process (``env.pass``) are single-quoted with shlex.quote, so
   they arrive byte for byte (spaces, quotes, ``$``, backslashes);
-- values written in ``env.set`` are put in double quotes with ``"``, ``\\`` and backticks
-  escaped; ``$`` is left alone, so ``$VAR``/``${VAR}`` expand in the job's shell on the
-  compute node (``$SCRATCH/tmp`` means the node's scratch, as in a hand-written job script).
+- values written in ``env.set`` are put in double quotes where only ``$VAR``/``${VAR}``
+  expand in the job's shell on the compute node (``$SCRATCH/tmp`` means the node's scratch,
+  as in a hand-written job script); command substitution, backticks, arithmetic and every
+  other ``$`` form stay literal (see node_quote).
 """
 
 from __future__ import annotations
@@ -28,10 +29,34 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROBE_SCHEMES = ("tcp", "tls", "ws", "wss")
 
 
+# The only expansions a written value may ask of the node's shell: $NAME and ${NAME}.
+_NODE_VARIABLE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
+
+
 def node_quote(value: str) -> str:
-    """Double-quote for a POSIX shell, leaving ``$`` to the shell (user-written values)."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
-    return f'"{escaped}"'
+    """Double-quote a user-written value for a POSIX shell on the compute node.
+
+    ``$NAME`` and ``${NAME}`` are left to the shell; every other ``$`` is escaped, so
+    command substitution ``$(...)``, arithmetic ``$((...))``/``$[...]``, special
+    parameters and every other ``${...}`` form (``${X:-$(cmd)}``, ``${X@P}``, ``${X:N}``,
+    which can evaluate a value as code) stay the characters written. ``"``, ``\\`` and
+    backticks are escaped too.
+    """
+    parts = []
+    last = 0
+    for match in _NODE_VARIABLE.finditer(value):
+        parts.append(_escape_literal(value[last : match.start()]))
+        parts.append(match.group(0))
+        last = match.end()
+    parts.append(_escape_literal(value[last:]))
+    return '"' + "".join(parts) + '"'
+
+
+def _escape_literal(text: str) -> str:
+    """``text`` inside double quotes, every character literal (``\\`` first)."""
+    for char in ("\\", '"', "`", "$"):
+        text = text.replace(char, "\\" + char)
+    return text
 
 
 def export_lines(env: WorkerEnvironment) -> list[str]:
