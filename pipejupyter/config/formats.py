@@ -154,13 +154,16 @@ class Normalized:
         self.origin: dict[KeyPath, str] = {}
         self.formats: list[str] = []
 
-    def put(self, path: KeyPath, value: Any, where: str) -> None:
+    def put(self, path: KeyPath, value: Any, where: str, *, children: bool = True) -> None:
+        """Set ``path`` to ``value``, from ``where``; ``children=False`` when the caller
+        records the origin of every key below it itself."""
         node = self.tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
         node[path[-1]] = value
         self.origin[path] = where
-        _record_children(self.origin, path, value, where)
+        if children:
+            _record_children(self.origin, path, value, where)
 
 
 def _record_children(origin: dict, path: KeyPath, value: Any, where: str) -> None:
@@ -211,10 +214,13 @@ def _native(doc: SourcedYAML, out: Normalized) -> None:
 
     S.validate(body, NATIVE, (), lambda p: where(p))
     out.formats.append("native")
+    lines, prefix = doc.lines, f"{doc.filename}:"
     for key, value in body.items():
-        out.put((key,), value, where((key,)))
+        out.put((key,), value, where((key,)), children=False)
         for sub in _all_paths(value, (key,)):
-            out.origin[sub] = where(sub)
+            # Every mapping key has its own line: no need to search the prefixes.
+            line = lines.get(("pipecluster", *sub))
+            out.origin[sub] = f"{prefix}{line}" if line is not None else where(sub)
 
 
 def _all_paths(value: Any, prefix: KeyPath):

@@ -42,6 +42,8 @@ MAX_BODY_BYTES = 1 << 20
 #: how deeply a request body's JSON may nest (arrays and objects)
 MAX_JSON_DEPTH = 32
 #: how many keys "overrides" may hold in one request
+#: the configuration key that bounds worker counts (never settable by a request)
+LIMIT_KEY = "max_workers"
 MAX_OVERRIDES = 1000
 
 
@@ -216,12 +218,34 @@ def _overrides(value: Any) -> dict[str, Any]:
             "in a profile instead",
             key="overrides",
         )
-    for key in value:
+    for key, setting in value.items():
         if not isinstance(key, str) or not key.strip():
             raise ServiceError(
                 400, f"{shape} with non-empty keys, got key {_shown(key)}", key="overrides"
             )
+        if key.strip().split(".")[-1] == LIMIT_KEY or _mentions(setting, LIMIT_KEY):
+            # The limit protects this server: a request may not raise it for itself.
+            raise ServiceError(
+                400,
+                f"overrides may not set {LIMIT_KEY} (got it in {key!r}); the limit on worker "
+                "counts belongs to the server's configuration files",
+                key=f"overrides.{key}",
+            )
     return value
+
+
+def _mentions(value: Any, name: str) -> bool:
+    """True when a nested mapping in ``value`` has the key ``name`` (no recursion)."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, dict):
+            if name in current:
+                return True
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return False
 
 
 def _shown(value: Any, limit: int = 60) -> str:

@@ -57,9 +57,7 @@ def test_connect_to_a_silent_scheduler_fails_fast_with_a_clear_error(silent_port
     )
     started = time.monotonic()
     # In a subprocess: before the fix this never returned.
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     elapsed = time.monotonic() - started
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ERROR"), out.stdout + out.stderr

@@ -115,3 +115,24 @@ def test_patch_beyond_the_limit_is_400_and_changes_nothing(lab):
         status, _ = lab.request("DELETE", f"{API}/{cid}", timeout=60)
         assert status == 204, status
     assert wait_until(lambda: _records(lab) == [], 30)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"max_workers": 10**20},
+        {"profiles.local.max_workers": 10**20},
+        {"profiles.local": {"max_workers": 10**20}},
+        {"pipecluster": {"profiles": {"local": {"max_workers": 10**20}}}},
+    ],
+)
+def test_a_request_cannot_raise_the_limit_for_itself(lab, overrides):
+    before = set(children_of(lab.proc.pid))
+    status, body = lab.request(
+        "POST", API, {"profile": "local", "workers": HUGE, "overrides": overrides}, timeout=60
+    )
+    assert status == 400, body
+    assert "may not set max_workers" in body["message"]
+    assert lab.request("GET", "api/status")[0] == 200
+    assert lab.clusters() == []
+    assert set(children_of(lab.proc.pid)) == before
