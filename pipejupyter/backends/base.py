@@ -8,6 +8,7 @@ discovery and cleanup; backends only know their library.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -60,6 +61,26 @@ def import_dotted(path: str) -> Any:
         return getattr(module, attr)
     except AttributeError:
         raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+@functools.cache
+def keyword_arguments(klass: type) -> frozenset[str] | None:
+    """The keyword arguments ``klass(...)`` accepts along its MRO (None: any), computed once
+    per class: signatures are slow, and every profile of every listing asks."""
+    names: set[str] = set()
+    for base in klass.__mro__:
+        init = base.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            names.discard("self")
+            return frozenset(names)
+    return None
 
 
 class Backend:
@@ -228,20 +249,8 @@ class Backend:
     @classmethod
     def accepted_kwargs(cls, klass: type) -> set[str] | None:
         """Keyword arguments ``klass`` accepts; None when it takes anything."""
-        names: set[str] = set()
-        for base in klass.__mro__:
-            init = base.__dict__.get("__init__")
-            if init is None:
-                continue
-            try:
-                params = inspect.signature(init).parameters.values()
-            except (TypeError, ValueError):
-                return None
-            names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-            if not any(p.kind is p.VAR_KEYWORD for p in params):
-                names.discard("self")
-                return names
-        return None
+        found = keyword_arguments(klass)
+        return set(found) if found is not None else None
 
     @classmethod
     def validate_kwargs(cls, spec: ClusterSpec) -> None:

@@ -126,12 +126,13 @@ def validate(value: Any, spec: Field, path: tuple[str, ...], where: Where) -> No
 def _validate_record(value: Any, spec: Field, path, where: Where) -> None:
     if not isinstance(value, dict):
         raise _type_error(path, where, spec, value)
-    children = dict(spec.children)
-    if spec.extra_keys is not None:
-        children.update(spec.extra_keys(value))
+    extra = spec.extra_keys(value) if spec.extra_keys is not None else None
     for key, item in value.items():
-        child = children.get(key)
+        child = extra.get(key) if extra else None  # a backend's own key wins
         if child is None:
+            child = spec.children.get(key)
+        if child is None:
+            children = {**spec.children, **(extra or {})}
             raise ConfigError(
                 f"unknown key {key!r}",
                 source=where((*path, key)),

@@ -408,7 +408,8 @@ def test_lab_answers_an_alias_bomb_in_config_yaml_with_an_error(tmp_path):
             re.search(r"VmSize:\s+(\d+)", Path(f"/proc/{lab.proc.pid}/status").read_text())[1]
         )
         # Fail with MemoryError (a test failure) rather than take the machine down.
-        resource.prlimit(lab.proc.pid, resource.RLIMIT_AS, (size * 1024 + 2 * GiB, -1))
+        hard = resource.prlimit(lab.proc.pid, resource.RLIMIT_AS)[1]
+        resource.prlimit(lab.proc.pid, resource.RLIMIT_AS, (size * 1024 + 2 * GiB, hard))
         for _ in range(3):
             t0 = time.monotonic()
             status, body = lab.request("GET", "pipejupyter/profiles", timeout=60)
