@@ -59,10 +59,23 @@ window.open = function (url, ...rest) {
 };
 """
 
-CELL_SOURCES = """() => {
-  const panel = window.jupyterapp.shell.currentWidget;
-  return panel.content.widgets.map(cell => cell.model.sharedModel.getSource());
-}"""
+# The notebook is found by its path: the shell's current widget is null while the sidebar
+# has focus, and open_lab() returns once the shell is up, before the document is open.
+NOTEBOOK_PANEL = """(path) => Array.from(window.jupyterapp.shell.widgets('main')).find(
+  w => w.context && w.context.path === path && w.content && w.content.widgets)"""
+NOTEBOOK_READY = f"""(path) => {{
+  const panel = ({NOTEBOOK_PANEL})(path);
+  return !!(panel && panel.context.isReady && panel.content.widgets.length > 0);
+}}"""
+CELL_SOURCES = f"""(path) => {{
+  const panel = ({NOTEBOOK_PANEL})(path);
+  return panel ? panel.content.widgets.map(cell => cell.model.sharedModel.getSource()) : null;
+}}"""
+
+
+def _open_notebook(page, lab) -> None:
+    open_lab(page, lab, NOTEBOOK)
+    page.wait_for_function(NOTEBOOK_READY, arg=NOTEBOOK, timeout=120_000)
 
 
 @pytest.fixture(scope="module")
@@ -132,13 +145,13 @@ def _card(panel, cluster_id: str):
 def _insert(page, panel, card) -> list[str]:
     card.locator('button[data-action="insert"]').click()
     page.wait_for_timeout(300)
-    return page.evaluate(CELL_SOURCES)
+    return page.evaluate(CELL_SOURCES, NOTEBOOK)
 
 
 def _refused_insert(page, panel, card) -> None:
     from playwright.sync_api import expect
 
-    before = page.evaluate(CELL_SOURCES)
+    before = page.evaluate(CELL_SOURCES, NOTEBOOK)
     after = _insert(page, panel, card)
     assert after == before  # nothing inserted, no new cell
     error = panel.locator(".pj-error")
@@ -204,7 +217,7 @@ def test_records_in_the_runtime_dir_cannot_inject_code_or_open_scripts(lab, tmp_
         with chromium_page() as page:
             seen = _watch(page)
             try:
-                open_lab(page, lab, NOTEBOOK)
+                _open_notebook(page, lab)
                 panel = _open_panel(page)
                 plain = _card(panel, PLAIN_ID)
                 plain.wait_for(timeout=60_000)
@@ -222,7 +235,7 @@ def test_records_in_the_runtime_dir_cannot_inject_code_or_open_scripts(lab, tmp_
                     assert listed[EVIL_ID]["connect_code"] is None
                 else:
                     expect(evil).to_have_count(0)
-                assert page.evaluate(CELL_SOURCES) == [f"%pipecluster connect {PLAIN_ID}"]
+                assert page.evaluate(CELL_SOURCES, NOTEBOOK) == [f"%pipecluster connect {PLAIN_ID}"]
 
                 # A valid id with a javascript: dashboard: never opened, the user is told.
                 scripted = _card(panel, "0123456789ac")
@@ -298,13 +311,13 @@ def test_hostile_models_from_the_server_are_refused_by_the_panel(lab):
         seen = _watch(page)
         try:
             page.route(re.compile(r"/pipejupyter/clusters(\?[^/]*)?$"), inject)
-            open_lab(page, lab, NOTEBOOK)
+            _open_notebook(page, lab)
             panel = _open_panel(page)
             for model in hostile:
                 card = _card(panel, model["id"])
                 card.wait_for(timeout=60_000)
                 _refused_insert(page, panel, card)
-            assert page.evaluate(CELL_SOURCES) == [""]
+            assert page.evaluate(CELL_SOURCES, NOTEBOOK) == [""]
             for model in links:
                 card = _card(panel, model["id"])
                 card.wait_for(timeout=60_000)
