@@ -160,11 +160,13 @@ def error_raw(address: str, password: str | None = None, cut: float = 20.0) -> t
 
 def bench_errors() -> list[tuple[str, float, str, float, str]]:
     os.environ["BENCH_WRONG_PASSWORD"] = "wrong-password"
-    closed = f"http://127.0.0.1:{free_port()}"
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)
     hung = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    # Picked while the silent socket holds its port: a port released first could be handed
+    # to the silent socket next, and the "closed" case then measured a silent gateway.
+    closed = f"http://127.0.0.1:{free_port()}"
     rows = []
     cases = [
         ("unreachable (closed port)", [f"address={closed}"], (closed, None)),

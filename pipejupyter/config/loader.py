@@ -11,7 +11,6 @@ chain again only when one of its files changed (the Jupyter server's profile pol
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import os
 import threading
@@ -529,6 +528,8 @@ def _chain_state(explicit: list[str]) -> tuple:
         if st.st_size <= HASHED_CONFIG_BYTES:
             # Two writes within one timestamp tick can leave size and times alike.
             try:
+                import hashlib  # only when a cached chain is checked
+
                 digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
             except OSError:
                 pass

@@ -22,7 +22,6 @@ import socket
 import stat
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +290,9 @@ def _answers(addresses: set[str | None]) -> dict[str | None, str]:
     an address not probed by then counts as SILENT."""
     if not addresses:
         return {}
+    # Loaded by the first listing that must probe other hosts, not with %load_ext.
+    from concurrent.futures import ThreadPoolExecutor, wait
+
     pool = ThreadPoolExecutor(
         max_workers=min(PROBE_THREADS, len(addresses)), thread_name_prefix="pipejupyter-probe"
     )
