@@ -16,24 +16,12 @@ import pytest
 from pipejupyter.stages import context
 from pipejupyter.stages.context import ContextError
 from pipejupyter.stages.run import run_stage
-from tests.support.common import PYTHON, ROOT, children_of, wait_until
+from tests.support.common import PYTHON, ROOT, children_of, local_client, wait_until
 
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=40,
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with local_client(n_workers=2, threads_per_worker=1) as c:
         yield c
 
 

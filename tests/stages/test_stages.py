@@ -17,25 +17,12 @@ from pipejupyter.stages import context
 from pipejupyter.stages.placement import PlacementError
 from pipejupyter.stages.results import StageFailed
 from pipejupyter.stages.run import StageError, StageReporter, run_stage
-from tests.support.common import PYTHON, wait_until
+from tests.support.common import PYTHON, local_client, wait_until
 
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=2,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=40,
-            resources={"GPU": 1},
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with local_client(n_workers=2, threads_per_worker=2, resources={"GPU": 1}) as c:
         yield c
 
 
@@ -215,19 +202,7 @@ def _overlaps(spans):
 
 
 def test_per_worker_limits_concurrency(tmp_path):
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=4,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=40,
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with local_client(n_workers=1, threads_per_worker=4) as c:
         free = run_stage("free", nap, range(4), client=c, persist=False, progress=None)
         assert _overlaps(list(free)), "4 threads and no limit: items overlap (the control)"
         limited = run_stage(
@@ -344,19 +319,7 @@ def slow_item(x):
 
 
 def test_killing_a_worker_loses_no_item(tmp_path, no_leaks):
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=50,
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with local_client(n_workers=2, threads_per_worker=1) as c:
         rec = Recorder()
         killed: list[int] = []
 

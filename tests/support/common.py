@@ -8,6 +8,7 @@ names it; in CI (CI=true) it fails, because CI must have every component.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -135,3 +138,23 @@ def write(path: Path, text: str) -> Path:
 
 def line_of(path: Path, needle: str) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+@contextlib.contextmanager
+def local_client(n_workers: int = 2, threads_per_worker: int = 1, **kwargs: Any) -> Iterator[Any]:
+    """A raw Dask LocalCluster of worker processes on loopback, and a Client of it."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=40,
+            **kwargs,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

@@ -14,7 +14,7 @@ import pipejupyter
 from pipejupyter.stages.results import StageFailed
 from pipejupyter.stages.run import run_stage
 from pipejupyter.work.casa import COMMANDS_LOG, CasaResult, CasaTaskError
-from tests.support.common import PYTHON, ROOT, require
+from tests.support.common import PYTHON, ROOT, local_client, require
 
 pytestmark = pytest.mark.casa
 SITE_CONFIG = ROOT / ".ci-state" / "casa" / "config.py"
@@ -55,19 +55,7 @@ def mses(casa_env, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(casa_env):
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=40,
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with local_client(n_workers=2, threads_per_worker=1) as c:
         yield c
 
 

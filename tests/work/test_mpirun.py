@@ -14,7 +14,7 @@ import pipejupyter
 from pipejupyter.stages.results import StageFailed
 from pipejupyter.stages.run import run_stage
 from pipejupyter.work.nested_mpi import MpiError, mpi_child_environ
-from tests.support.common import ROOT, require
+from tests.support.common import ROOT, local_client, require
 
 pytestmark = pytest.mark.mpi
 
@@ -30,19 +30,7 @@ def real_mpi():
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=40,
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with local_client(n_workers=2, threads_per_worker=1) as c:
         yield c
 
 
