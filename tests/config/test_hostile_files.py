@@ -9,6 +9,7 @@ puts an alias bomb into a real `jupyter lab`'s ./config.yaml.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import resource
@@ -86,13 +87,26 @@ def _profiles_file(path: Path, count: int, *, alias: bool = False) -> Path:
 
 def _cpu_seconds(action, repeat: int = 3) -> float:
     """The least CPU time of ``repeat`` runs (CPU time: other processes on the machine
-    slow the wall clock, not this)."""
+    slow the wall clock, not this). The cyclic garbage collector is held off while timing:
+    its full passes scan the whole heap at moments that depend on what earlier tests left
+    behind, which made a linear load look 7x slower for 4x the input in one CI run."""
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.process_time()
-        action()
-        best = min(best, time.process_time() - t0)
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.process_time()
+            action()
+            best = min(best, time.process_time() - t0)
+        finally:
+            gc.enable()
     return best
+
+
+# Linear-time checks feed 8x the input and accept up to 20x the time: linear is ~8x,
+# quadratic ~64x, so neither noise nor a small constant term can flip the verdict.
+GROWTH = 8
+GROWTH_LIMIT = 20
 
 
 # -- aliases ------------------------------------------------------------------------------
@@ -275,15 +289,15 @@ def test_many_profiles_load_and_list_in_linear_time(isolated):
     def load_and_list(path: Path) -> None:
         cfg = load_config(path)
         rows = [profile_model(cfg, name) for name in cfg.profile_names]
-        assert len(rows) >= 1_000
+        assert len(rows) >= 500
         assert all("error" not in row for row in rows), rows[:3]
 
-    small = _profiles_file(isolated / "work" / "small.yaml", 1_000)
-    large = _profiles_file(isolated / "work" / "large.yaml", 4_000)
+    small = _profiles_file(isolated / "work" / "small.yaml", 500)
+    large = _profiles_file(isolated / "work" / "large.yaml", 500 * GROWTH)
     load_and_list(small)  # warm imports
     t_small = _cpu_seconds(lambda: load_and_list(small))
     t_large = _cpu_seconds(lambda: load_and_list(large), repeat=2)
-    assert t_large / t_small < 6, (t_small, t_large)  # 4x the input: ~4x linear, 16x quadratic
+    assert t_large / t_small < GROWTH_LIMIT, (t_small, t_large)
     cfg = load_config(large)
     assert cfg.where(("profiles", "p3999", "workers")) == (
         f"{large}:{line_of(large, 'p3999:') + 2}"
@@ -291,12 +305,12 @@ def test_many_profiles_load_and_list_in_linear_time(isolated):
 
 
 def test_many_profiles_sharing_an_alias_load_in_linear_time(isolated):
-    small = _profiles_file(isolated / "work" / "small.yaml", 1_000, alias=True)
-    large = _profiles_file(isolated / "work" / "large.yaml", 4_000, alias=True)
+    small = _profiles_file(isolated / "work" / "small.yaml", 500, alias=True)
+    large = _profiles_file(isolated / "work" / "large.yaml", 500 * GROWTH, alias=True)
     load_config(small)
     t_small = _cpu_seconds(lambda: load_config(small))
     t_large = _cpu_seconds(lambda: load_config(large), repeat=2)
-    assert t_large / t_small < 6, (t_small, t_large)
+    assert t_large / t_small < GROWTH_LIMIT, (t_small, t_large)
     cfg = load_config(large)
     assert cfg.profiles["p3999"]["cluster_kwargs"] == {
         "memory_limit": "1GiB",
@@ -308,15 +322,12 @@ def test_many_override_keys_apply_in_linear_time(isolated):
     def overrides(count: int) -> dict[str, str]:
         return {f"profiles.local.env.set.VAR{i}": str(i) for i in range(count)}
 
-    few, many = overrides(25_000), overrides(100_000)
+    few, many = overrides(12_500), overrides(12_500 * GROWTH)
     load_config(overrides=few)
     t_few = _cpu_seconds(lambda: load_config(overrides=few), repeat=2)
-    t0 = time.monotonic()
-    cfg = load_config(overrides=many)
-    elapsed = time.monotonic() - t0
     t_many = _cpu_seconds(lambda: load_config(overrides=many), repeat=1)
-    assert t_many / t_few < 6, (t_few, t_many)
-    assert elapsed < 5, elapsed
+    assert t_many / t_few < GROWTH_LIMIT, (t_few, t_many)
+    cfg = load_config(overrides=many)
     assert cfg.profiles["local"]["env"]["set"]["VAR99999"] == "99999"
     assert cfg.where(("profiles", "local", "env", "set", "VAR5")) == "override"
     spec = cfg.resolve("local")
