@@ -12,6 +12,10 @@
 # Environment:
 #   SLURM_STATE_DIR   config, state, spool, pid and log files (default: <repo>/.ci-state/slurm)
 #   SLURM_START_TIMEOUT  seconds to wait for the node to become idle (default 30)
+#   SLURM_NODE_CPUS   CPUs the node declares (default: 16, or nproc if that is more). Declaring
+#                     more than the machine has lets tests run many 1-CPU worker jobs at once
+#                     (a hub-spawned lab holds one CPU of its own); slurmd accepts the
+#                     declaration through SlurmdParameters=config_overrides.
 #
 # The machine has no systemd (PID 1 is not an init that manages services), so every
 # daemon is started by hand and tracked through a pid file in the state directory.
@@ -146,7 +150,8 @@ cmd_install() {
 write_conf() {
     local host cpus mem_mb real_mb margin tmp
     host="$(hostname -s)"
-    cpus="$(nproc)"
+    cpus="${SLURM_NODE_CPUS:-16}"
+    [ "$cpus" -ge "$(nproc)" ] || cpus="$(nproc)"
     mem_mb=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
     # slurmd drains a node that reports less memory than RealMemory, so leave a margin:
     # 5% but at least 512 MB. On a 24 GiB machine this leaves ~22 GiB for 1 GiB jobs.
@@ -185,6 +190,8 @@ KillWait=5
 # than the node has); by default sbatch accepts them and they stay pending forever.
 EnforcePartLimits=ALL
 InactiveLimit=0
+# Trust the declared CPUs and memory rather than draining a node that has fewer.
+SlurmdParameters=config_overrides
 MinJobAge=30
 # Everything under the state directory: nothing is written to /etc or /var.
 StateSaveLocation=$STATE/state

@@ -19,7 +19,12 @@ import pipejupyter
 from pipejupyter.errors import ClusterError, ConfigError
 from pipejupyter.lifecycle import discovery, manager
 from tests.support.common import ROOT, live_children, wait_until
-from tests.support.slurm import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (fixture)
+from tests.support.slurm import (  # noqa: F401 (fixture)
+    jobs_under,
+    node_cpus,
+    slurm_clean,
+    wait_no_jobs,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_clean", "no_leaks")]
 SMALL = ["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"]
@@ -301,11 +306,13 @@ def test_mpi_launch_variables_never_reach_the_job(isolated):
     assert len(reports["raw"]["job"]) > 10  # without sanitization they do arrive
 
 
+# Each worker job asks for half the node's CPUs, so two run and the third waits in the queue.
 KERNEL_CELL = """
 import pipejupyter
 h = pipejupyter.start(
     "slurm", workers=3, wait=False,
-    overrides=["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00"],
+    overrides=["cluster_kwargs.memory=1GiB", "cluster_kwargs.walltime=00:20:00",
+               "cluster_kwargs.cores={half}", "cluster_kwargs.processes=1"],
 )
 h.wait_for_workers(2, timeout=120)
 """
@@ -318,10 +325,11 @@ def test_sigkill_of_the_owning_kernel_empties_the_queue(isolated):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(work), env=env)
     try:
-        reply = kc.execute_interactive(KERNEL_CELL, timeout=180, output_hook=lambda msg: None)
+        cell = KERNEL_CELL.format(half=node_cpus() // 2)
+        reply = kc.execute_interactive(cell, timeout=180, output_hook=lambda msg: None)
         assert reply["content"]["status"] == "ok", reply["content"].get("evalue")
         states = sorted(jobs_under(work).values())
-        # On the 2-CPU node of ci/slurm.sh: two running, one waiting in the queue.
+        # Two running, one waiting in the queue for CPUs.
         assert len(states) == 3, states
         assert states.count("RUNNING") >= 2, states
         os.kill(km.provisioner.process.pid, 9)
@@ -365,8 +373,8 @@ def _nothing_left(isolated, before_children):
             "Requested node configuration is not available",
         ),
         (
-            "cluster_kwargs.cores=4",
-            "cores=4 CPUs per job",
+            "cluster_kwargs.cores=512",
+            "cores=512 CPUs per job",
             "More processors requested than permitted",
         ),
     ],

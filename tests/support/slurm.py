@@ -58,6 +58,14 @@ def require_slurm() -> None:
     )
 
 
+def node_cpus() -> int:
+    """CPUs the test node declares (ci/slurm.sh declares more than the machine has)."""
+    done = subprocess.run(
+        [_tool("sinfo"), "-h", "-o", "%c"], capture_output=True, text=True, timeout=10
+    )
+    return int(done.stdout.split()[0])
+
+
 @cache
 def _tool(name: str) -> str:
     # Found once, so a test that hides sbatch from PATH can still look at the queue.
