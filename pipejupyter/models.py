@@ -60,6 +60,9 @@ class ClusterSpec:
         default_factory=dict
     )  # dotted key -> "file:line" | default | --set
     notes: list[str] = field(default_factory=list)  # translations made while resolving
+    #: what the user should know before starting: repeated keys, facts of this machine
+    #: that make a start fail here (a missing network interface), settings not used
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self, *, origin: bool = False) -> dict[str, Any]:
         data = asdict(self)

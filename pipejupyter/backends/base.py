@@ -13,6 +13,7 @@ import importlib
 import inspect
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import yaml
@@ -288,10 +289,9 @@ class Backend:
         }
         shown = redact_tree(shown, self.env.redact)  # cluster_kwargs, options... at any depth
         shown.pop("notes", None)
+        shown.pop("warnings", None)
         text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
-        if self.spec.notes:
-            text += "".join(f"# note: {n}\n" for n in self.spec.notes)
-        return text
+        return text + closing_comments(self.spec)
 
     def start(self) -> None:
         raise NotImplementedError
@@ -368,6 +368,13 @@ class Backend:
         """Stop a discovered cluster through the backend's service; False: not handled here
         (the caller shuts it down through its scheduler)."""
         return False
+
+
+def closing_comments(spec: ClusterSpec, extra_notes: Iterable[str] = ()) -> str:
+    """A dry run's closing comment lines: warnings first, then notes."""
+    lines = [f"# warning: {w}\n" for w in spec.warnings]
+    lines += [f"# note: {n}\n" for n in [*spec.notes, *extra_notes]]
+    return "".join(lines)
 
 
 def shown_count(value: int) -> str:

@@ -1,9 +1,19 @@
-"""The three configuration formats, each turned into the native tree.
+"""The four configuration formats, each turned into the native tree.
 
 Every file is read on its own, recognised by its top-level keys, validated in its own
 terms (so errors name the keys the user wrote) and translated into the native layout
 (the content of ``pipecluster:``). Provenance travels with every translated value: the
 origin map points each native key path at the ``file:line`` the user wrote it on.
+
+The formats: native (``pipecluster:``), the CASA pipeline's (``pipeconfig:``,
+``casaconfig:``), a single cluster (``cluster_class:``, ``cluster_kwargs:``,
+``adapt_kwargs:``, as Arrakis and Prefect set-ups write it) and dask-labextension's
+(``labextension:``, see dask_labextension.py).
+
+A key written twice in one mapping: other tools read the CASA pipeline's, single-cluster
+and Dask files with PyYAML, which keeps the last value, so we do the same and warn, naming
+both lines (and, when the values differ, which one wins). The native format is ours and
+refuses a repeated key: there the second one is almost always a mistake.
 """
 
 from __future__ import annotations
@@ -12,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pipejupyter.backend_registry import backend_class_for_profile
+from pipejupyter.config import dask_labextension
 from pipejupyter.config import schema as S
-from pipejupyter.config.yaml_source import KeyPath, SourcedYAML
+from pipejupyter.config.yaml_source import Duplicate, KeyPath, SourcedYAML
 from pipejupyter.errors import ConfigError, did_you_mean
 
 ENV = S.Field(
@@ -141,8 +152,24 @@ CASA_DASK = S.Field(
 )
 
 SINGLE_KEYS = ("cluster_class", "cluster_kwargs", "adapt_kwargs")
-TOP_KEYS = ("pipecluster", "pipeconfig", "casaconfig", *SINGLE_KEYS)
+TOP_KEYS = ("pipecluster", "pipeconfig", "casaconfig", *SINGLE_KEYS, dask_labextension.ROOT)
 CASA_PROFILES = ("local", "slurm", "htcondor")
+#: Keywords of Dask cluster classes (dask-jobqueue's above all) that older set-ups wrote at
+#: the top of a file and passed as ``SLURMCluster(**config)``: recognised to explain the fix.
+BARE_CLUSTER_KEYWORDS = frozenset(
+    {
+        "account", "cores", "death_timeout", "disk", "env_extra", "extra", "header_skip",
+        "interface", "job_cpu", "job_directives_skip", "job_extra", "job_extra_directives",
+        "job_mem", "job_script_prologue", "local_directory", "log_directory", "memory",
+        "memory_limit", "n_workers", "name", "nanny", "processes", "project", "protocol",
+        "python", "queue", "resource_spec", "scheduler_options", "shebang", "silence_logs",
+        "threads_per_worker", "walltime", "worker_extra_args",
+    }
+)  # fmt: skip
+#: dask-jobqueue configuration keys whose cluster keyword has another name
+JOBQUEUE_CONFIG_KEYS = {"name": "job_name"}
+#: Repeated keys listed one by one in warnings (the rest are counted)
+DUPLICATE_WARNINGS = 10
 
 
 class Normalized:
@@ -153,6 +180,8 @@ class Normalized:
         self.tree: dict[str, Any] = {}
         self.origin: dict[KeyPath, str] = {}
         self.formats: list[str] = []
+        #: things the user should see that are not errors (``file:line: text``)
+        self.warnings: list[str] = []
 
     def put(self, path: KeyPath, value: Any, where: str, *, children: bool = True) -> None:
         """Set ``path`` to ``value``, from ``where``; ``children=False`` when the caller
@@ -165,6 +194,16 @@ class Normalized:
         if children:
             _record_children(self.origin, path, value, where)
 
+    def put_sourced(
+        self, path: KeyPath, value: Any, doc: SourcedYAML, source_path: KeyPath
+    ) -> None:
+        """Set ``path`` to ``value`` read at ``source_path`` of ``doc``: every key below it
+        keeps the line it was written on (not its parent mapping's)."""
+        self.put(path, value, doc.where(source_path), children=False)
+        cut = len(path)
+        for sub in _all_paths(value, path):
+            self.origin[sub] = doc.where((*source_path, *sub[cut:]))
+
 
 def _record_children(origin: dict, path: KeyPath, value: Any, where: str) -> None:
     if isinstance(value, dict):
@@ -173,8 +212,14 @@ def _record_children(origin: dict, path: KeyPath, value: Any, where: str) -> Non
             _record_children(origin, (*path, k), v, where)
 
 
-def normalize(doc: SourcedYAML, *, single_profile: str | None = None) -> Normalized:
-    """Recognise the format(s) of one file and translate it to the native layout."""
+def normalize(
+    doc: SourcedYAML, *, single_profile: str | None = None, dask_config: bool = False
+) -> Normalized:
+    """Recognise the format(s) of one file and translate it to the native layout.
+
+    ``dask_config``: the file is one of Dask's own configuration files, where only
+    ``labextension:`` is ours (Dask itself reads the rest).
+    """
     out = Normalized(doc.filename)
     data = doc.data
     if data is None:
@@ -185,22 +230,97 @@ def normalize(doc: SourcedYAML, *, single_profile: str | None = None) -> Normali
             source=doc.filename,
             accepted=TOP_KEYS,
         )
-    for key in data:
-        if key not in TOP_KEYS:
-            raise ConfigError(
-                f"unknown top-level key {key!r}",
-                source=doc.where((key,)),
-                key=key,
-                accepted=TOP_KEYS,
-                suggestion=did_you_mean(key, TOP_KEYS),
-            )
+    if dask_config:
+        _repeated_keys(doc, out, within=(dask_labextension.ROOT,))
+        _labextension(doc, out)
+        return out
+    unknown = [key for key in data if key not in TOP_KEYS]
+    if unknown:
+        _refuse_unknown_top_keys(doc, unknown)
+    _repeated_keys(doc, out)
     if "pipecluster" in data:
         _native(doc, out)
     if "pipeconfig" in data or "casaconfig" in data:
         _casa(doc, out)
     if any(k in data for k in SINGLE_KEYS):
         _single(doc, out, single_profile)
+    if dask_labextension.ROOT in data:
+        _labextension(doc, out)
     return out
+
+
+def _refuse_unknown_top_keys(doc: SourcedYAML, unknown: list[str]) -> None:
+    key = unknown[0]
+    bare = [k for k in doc.data if k in BARE_CLUSTER_KEYWORDS]
+    if not any(k in TOP_KEYS for k in doc.data) and len(bare) * 2 >= len(doc.data):
+        shown = ", ".join(bare[:4]) + (", ..." if len(bare) > 4 else "")
+        raise ConfigError(
+            f"this file holds bare cluster keywords ({shown}) at the top, as older set-ups "
+            "passed them to SLURMCluster(**config); pipejupyter needs them under "
+            "cluster_kwargs: with the class named: indent them under a line "
+            "'cluster_kwargs:' and add 'cluster_class: dask_jobqueue.SLURMCluster' "
+            "(or the class you use)",
+            source=doc.where((key,)),
+            key=key,
+            accepted=TOP_KEYS,
+        )
+    raise ConfigError(
+        f"unknown top-level key {key!r}",
+        source=doc.where((key,)),
+        key=key,
+        accepted=TOP_KEYS,
+        suggestion=did_you_mean(key, TOP_KEYS),
+    )
+
+
+def _repeated_keys(doc: SourcedYAML, out: Normalized, within: KeyPath = ()) -> None:
+    """Native: a repeated key is an error. Elsewhere: PyYAML's reading, with a warning."""
+    shown = 0
+    for dup in doc.duplicates:
+        if dup.path[: len(within)] != within:
+            continue
+        if dup.path[0] == "pipecluster":
+            raise ConfigError(
+                f"key {dup.path[-1]!r} is written twice in the same mapping "
+                f"({_lines(dup)}); the native format (pipecluster:) takes each key once: "
+                "delete one of them",
+                source=f"{doc.filename}:{dup.line}",
+                key=".".join(dup.path[1:]) or "pipecluster",
+            )
+        if shown < DUPLICATE_WARNINGS:
+            out.warnings.append(_repeated_key_warning(doc.filename, dup))
+        shown += 1
+    more = doc.duplicate_count - len(doc.duplicates) + max(shown - DUPLICATE_WARNINGS, 0)
+    if more > 0 and not within:
+        out.warnings.append(f"{doc.filename}: {more} more keys are written twice")
+
+
+def _repeated_key_warning(filename: str, dup: Duplicate) -> str:
+    key = ".".join(dup.path)
+    text = (
+        f"{filename}:{dup.line}: {key} is written twice ({_lines(dup)}); "
+        "read as PyYAML reads it, the last one counts"
+    )
+    if dup.same:
+        return text + " (both say the same)"
+    if dup.first_line == dup.line:
+        return text + ": the values differ, the later one wins"
+    return text + f": the values differ, line {dup.line}'s wins over line {dup.first_line}'s"
+
+
+def _lines(dup: Duplicate) -> str:
+    if dup.first_line == dup.line:
+        return f"both on line {dup.line}"
+    return f"lines {dup.first_line} and {dup.line}"
+
+
+def _labextension(doc: SourcedYAML, out: Normalized) -> None:
+    out.formats.append("dask-labextension")
+
+    def put(path: KeyPath, value: Any, source_path: KeyPath) -> None:
+        out.put_sourced(path, value, doc, source_path)
+
+    dask_labextension.translate(doc, put, out.warnings.append)
 
 
 def _native(doc: SourcedYAML, out: Normalized) -> None:
@@ -236,7 +356,7 @@ def _casa(doc: SourcedYAML, out: Normalized) -> None:
     casaconfig = data.get("casaconfig")
     if casaconfig is not None:
         S.validate(casaconfig, S.Field("map"), ("casaconfig",), doc.where)
-        out.put(("casaconfig",), casaconfig, doc.where(("casaconfig",)))
+        out.put_sourced(("casaconfig",), casaconfig, doc, ("casaconfig",))
     pipeconfig = data.get("pipeconfig")
     if pipeconfig is None:
         return
@@ -261,12 +381,16 @@ def _casa(doc: SourcedYAML, out: Normalized) -> None:
             if dask.get(key) is not None:
                 out.put(("profiles", profile, "scheduler", key), dask[key], w(key))
     if dask.get("distributed"):
-        out.put(
-            ("dask_config",), {"distributed": _drop_nulls(dask["distributed"])}, w("distributed")
+        out.put(("dask_config",), {}, w("distributed"), children=False)
+        out.put_sourced(
+            ("dask_config", "distributed"),
+            _drop_nulls(dask["distributed"]),
+            doc,
+            ("pipeconfig", "dask", "distributed"),
         )
-    pipeline = {k: dask[k] for k in ("tier0futures", "autostart") if dask.get(k) is not None}
-    if pipeline:
-        out.put(("pipeline",), pipeline, w())
+    for key in ("tier0futures", "autostart"):
+        if dask.get(key) is not None:
+            out.put(("pipeline", key), dask[key], w(key))
     jobqueue = dask.get("jobqueue") or {}
     for scheduler in ("slurm", "htcondor"):
         kwargs = jobqueue.get(scheduler)
@@ -275,10 +399,14 @@ def _casa(doc: SourcedYAML, out: Normalized) -> None:
         for key, value in kwargs.items():
             if value is None:
                 continue
-            out.put(
-                ("profiles", scheduler, "cluster_kwargs", key),
+            # These sections mirror dask-jobqueue's configuration (jobqueue.slurm.*), where
+            # ``name`` is the job's name; as a cluster keyword ``name`` would name the cluster.
+            target = JOBQUEUE_CONFIG_KEYS.get(key, key)
+            out.put_sourced(
+                ("profiles", scheduler, "cluster_kwargs", target),
                 value,
-                w("jobqueue", scheduler, key),
+                doc,
+                ("pipeconfig", "dask", "jobqueue", scheduler, key),
             )
 
 

@@ -1,8 +1,11 @@
 """Find, merge and validate configuration files; resolve a profile to a ClusterSpec.
 
 Search order, lowest priority first: the package defaults (config.yaml next to this file),
-``~/.casa/config.yaml``, ``./config.yaml``, the files in ``PIPEJUPYTER_CONFIG``
-(os.pathsep-separated), explicit files, then ``key.path=value`` overrides. Mappings merge
+dask-labextension's configuration in Dask's own config directories (files with a
+``labextension:`` key, see dask_labextension.py), ``~/.casa/config.yaml``,
+``./config.yaml``, the files in ``PIPEJUPYTER_CONFIG`` (os.pathsep-separated), explicit
+files, then ``key.path=value`` overrides (native paths, or paths as the CASA pipeline's
+and dask-labextension's formats write them). Mappings merge
 deeply, anything else replaces. Every resolved value remembers where it came from.
 Loading is linear in the size of the files and overrides; ``load_config_cached`` reads the
 chain again only when one of its files changed (the Jupyter server's profile polls).
@@ -21,14 +24,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pipejupyter.backend_registry import backend_name_for_profile, get_backend
+from pipejupyter.config import dask_labextension
 from pipejupyter.config import schema as S
-from pipejupyter.config.formats import NATIVE, PROFILE_KEYS, normalize
+from pipejupyter.config.formats import CASA_DASK, NATIVE, PROFILE_KEYS, normalize
 from pipejupyter.config.security import check_security
 from pipejupyter.config.yaml_source import (
     ALIAS_LIMIT_VARIABLE,
     MAX_DEPTH,
     InvalidYAML,
     KeyPath,
+    SourcedYAML,
     load_yaml_file,
     load_yaml_text,
 )
@@ -46,7 +51,7 @@ NATIVE_ROOT_KEYS = tuple(NATIVE.children)
 class ConfigFile:
     path: str
     formats: tuple[str, ...]
-    role: str  # default | casa | cwd | env | explicit
+    role: str  # default | dask | casa | cwd | env | explicit
 
 
 def search_path(explicit: Iterable[str | os.PathLike] = ()) -> list[tuple[Path, str]]:
@@ -55,6 +60,7 @@ def search_path(explicit: Iterable[str | os.PathLike] = ()) -> list[tuple[Path, 
     Implicit locations are skipped when absent; explicit ones must exist.
     """
     found: list[tuple[Path, str]] = [(DEFAULTS_FILE, "default")]
+    found += [(path, "dask") for path in dask_labextension.dask_config_files()]
     for path, role in (
         (Path.home() / ".casa" / "config.yaml", "casa"),
         (Path.cwd() / "config.yaml", "cwd"),
@@ -80,6 +86,9 @@ class Config:
         self.tree: dict[str, Any] = {}
         self.origin: dict[KeyPath, str] = {}
         self.files: list[ConfigFile] = []
+        #: what the files do that the user should know but that is no error
+        #: (``file:line: text``): repeated keys, settings read but not used
+        self.warnings: list[str] = []
 
     # -- building -------------------------------------------------------------
     def merge(
@@ -110,12 +119,29 @@ class Config:
         self.set_value(key, value, profile)
 
     def set_value(self, key: str, value: Any, profile: str | None = None) -> None:
-        """Set one key; keys outside the native root are relative to ``profile``."""
+        """Set one key; keys outside the native root are relative to ``profile``.
+
+        Keys may also be written as the CASA pipeline's format writes them
+        (``pipeconfig.dask.n_workers``) or dask-labextension's (``labextension.default.workers``).
+        """
         parts = [p for p in str(key).strip().split(".") if p]
         if parts and parts[0] == "pipecluster":
             parts = parts[1:]
         if not parts:
             raise ConfigError("override has an empty key", source=OVERRIDE, key=str(key))
+        if parts[0] == "pipeconfig":
+            self._set_casa_pipeline_value(parts, value, str(key))
+            return
+        if parts[0] == dask_labextension.ROOT:
+            target = dask_labextension.override_path(tuple(parts[1:]))
+            if target is None:
+                raise ConfigError(
+                    "not a dask-labextension key pipejupyter reads",
+                    source=OVERRIDE,
+                    key=str(key)[:200],
+                    accepted=dask_labextension.override_paths_accepted(),
+                )
+            parts = list(target)
         if parts[0] not in NATIVE_ROOT_KEYS:
             parts = ["profiles", profile or self.default_profile, *parts]
         if _nested_deeper(value, MAX_DEPTH - len(parts)):
@@ -133,6 +159,31 @@ class Config:
         origin: dict[KeyPath, str] = {tuple(parts): OVERRIDE}
         _mark_all(origin, tuple(parts), value, OVERRIDE)
         self.merge(tree, origin)
+
+    def _set_casa_pipeline_value(self, parts: list[str], value: Any, key: str) -> None:
+        """``pipeconfig.dask.<key>=value``: translated exactly as the same key in a file."""
+        accepted = [f"pipeconfig.dask.{name}" for name in CASA_DASK.children]
+        if len(parts) < 3 or parts[1] != "dask":
+            raise ConfigError(
+                "only pipeconfig.dask is pipejupyter's (the rest of pipeconfig belongs to "
+                "the CASA pipeline itself)",
+                source=OVERRIDE,
+                key=key[:200],
+                accepted=accepted,
+            )
+        if _nested_deeper(value, MAX_DEPTH - len(parts)):
+            raise ConfigError(
+                f"the key and its value nest more than {MAX_DEPTH} levels deep",
+                source=OVERRIDE,
+                key=key[:200],
+            )
+        tree: dict[str, Any] = {}
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        normal = normalize(SourcedYAML(tree, {}, OVERRIDE))
+        self.merge(normal.tree, normal.origin, OVERRIDE)
 
     def validate(self) -> None:
         S.validate(self.tree, NATIVE, (), self.where)
@@ -202,6 +253,7 @@ class Config:
             description=body.get("description") or "",
             options={k: v for k, v in body.items() if k not in PROFILE_KEYS},
             origin=self._spec_origin(name),
+            warnings=list(self.warnings),
         )
         if body.get("max_workers") is None and self.tree.get("max_workers") is not None:
             spec.origin["max_workers"] = self.where(("max_workers",))
@@ -237,6 +289,7 @@ class Config:
         other.tree = _copy_tree(self.tree)
         other.origin = dict(self.origin)
         other.files = list(self.files)
+        other.warnings = list(self.warnings)
         return other
 
     def describe(self, name: str | None = None, *, origin: bool = False) -> dict[str, Any]:
@@ -438,10 +491,11 @@ def load_config(
     for path, role in search_path(files or ()):
         doc = load_yaml_file(path)
         single_name = profile if role == "explicit" else None
-        normal = normalize(doc, single_profile=single_name)
+        normal = normalize(doc, single_profile=single_name, dask_config=role == "dask")
         label = DEFAULT if role == "default" else None
         config.merge(normal.tree, normal.origin, label)
         config.files.append(ConfigFile(str(path), tuple(normal.formats), role))
+        config.warnings += normal.warnings
     if isinstance(overrides, Mapping):
         for key, value in overrides.items():
             config.set_value(key, value, profile)

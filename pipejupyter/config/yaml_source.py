@@ -19,13 +19,17 @@ so that:
 
 Merge keys (``<<``) follow PyYAML: merged keys come first, a key written in the mapping
 itself wins over a merged one, and of several merged mappings the first listed wins.
+
+A key written twice in one mapping is read as PyYAML reads it (the last value wins, in the
+first one's place) and recorded in :attr:`SourcedYAML.duplicates`: whether that is an error
+or a warning depends on the format (see formats.py), not on the YAML.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from yaml.events import (
@@ -49,6 +53,9 @@ ALIAS_LIMIT_VARIABLE = "PIPEJUPYTER_MAX_ALIAS_NODES"
 #: Mappings and lists nested in one another, counted from the top of the file
 MAX_DEPTH = 100
 
+#: Repeated keys of one file kept for messages (the count goes on past it)
+MAX_DUPLICATES_KEPT = 50
+
 MERGE_TAG = "tag:yaml.org,2002:merge"
 STR_TAG = "tag:yaml.org,2002:str"
 _EventLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -59,13 +66,34 @@ class InvalidYAML(ConfigError):
     YAML that breaks one of our bounds; ``--set`` keeps such a value as plain text."""
 
 
+class Duplicate(NamedTuple):
+    """A key written twice in one mapping: its path, both lines, and whether the two values
+    are equal (the later one is the one read)."""
+
+    path: KeyPath
+    first_line: int
+    line: int
+    same: bool
+
+
 class SourcedYAML:
     """Parsed YAML document with ``lines[path] -> 1-based line``."""
 
-    def __init__(self, data: Any, lines: dict[KeyPath, int], filename: str) -> None:
+    def __init__(
+        self,
+        data: Any,
+        lines: dict[KeyPath, int],
+        filename: str,
+        duplicates: list[Duplicate] | None = None,
+        duplicate_count: int = 0,
+    ) -> None:
         self.data = data
         self.lines = lines
         self.filename = filename
+        #: the first MAX_DUPLICATES_KEPT repeated keys, in the order read
+        self.duplicates = duplicates or []
+        #: how many keys were repeated in all
+        self.duplicate_count = duplicate_count or len(self.duplicates)
 
     def where(self, path: KeyPath) -> str:
         """``file:line`` of the deepest written prefix of ``path``."""
@@ -91,8 +119,9 @@ def load_yaml_text(text: str, filename: str = "<string>") -> SourcedYAML:
     limit = alias_node_limit()
     lines: dict[KeyPath, int] = {}
     loader = _EventLoader(text)
+    reader = _Reader(loader, filename, limit)
     try:
-        data = _Reader(loader, filename, limit).document(lines)
+        data = reader.document(lines)
     except ConfigError:
         raise
     except yaml.YAMLError as exc:
@@ -105,7 +134,7 @@ def load_yaml_text(text: str, filename: str = "<string>") -> SourcedYAML:
         raise InvalidYAML(f"not valid YAML: {exc}", source=filename) from None
     finally:
         loader.dispose()
-    return SourcedYAML(data, lines, filename)
+    return SourcedYAML(data, lines, filename, reader.duplicates, reader.duplicate_count)
 
 
 def alias_node_limit() -> int:
@@ -158,6 +187,8 @@ class _Reader:
         self.copied = 0
         self.tags: dict[tuple[str, Any], str] = {}  # (text, implicit) -> resolved tag
         self.scalars: dict[tuple[str, str], Any] = {}  # (tag, text) -> value (immutable)
+        self.duplicates: list[Duplicate] = []
+        self.duplicate_count = 0
 
     def document(self, lines: dict[KeyPath, int]) -> Any:
         self.get()  # stream start
@@ -233,13 +264,20 @@ class _Reader:
                 )
             else:
                 key, line = self.key(path, level)
-            if key in out:
-                raise ConfigError(
-                    f"key {key!r} is written twice in the same mapping",
-                    source=f"{self.filename}:{line}",
-                    key=".".join((*path, key)),
-                )
             here = (*path, key)
+            if key in out:
+                # PyYAML keeps the last value (in the first one's place); the format decides
+                # whether that is an error or a warning.
+                first_line = lines.get(here, line)
+                earlier = out[key]
+                lines[here] = line
+                out[key] = self.value(here, lines, level + 1)
+                self.duplicate_count += 1
+                if len(self.duplicates) < MAX_DUPLICATES_KEPT:
+                    self.duplicates.append(
+                        Duplicate(here, first_line, line, _equal(earlier, out[key]))
+                    )
+                continue
             lines[here] = line
             out[key] = self.value(here, lines, level + 1)
         if merges:
@@ -391,6 +429,17 @@ def _merge(
                 lines[key_path] = line
     merged.update(explicit)
     return merged
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Equal values of the same types (YAML's 1 and true and 1.0 are not the same value)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def _copy(value: Any) -> Any:

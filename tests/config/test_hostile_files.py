@@ -253,10 +253,20 @@ def test_honest_aliases_and_merge_keys_still_work(isolated):
     # Copies, not shared objects: changing one profile leaves the other alone.
     cfg.profiles["again"]["cluster_kwargs"]["memory_limit"] = "2GiB"
     assert cfg.profiles["base"]["cluster_kwargs"] == {"memory_limit": "1GiB"}
-    # A key written twice by hand is still an error.
-    twice = write(isolated / "work" / "twice.yaml", "a: &a {x: 1}\nb: {<<: *a, y: 1, y: 2}\n")
-    with pytest.raises(ConfigError, match=rf"{twice}:2: b.y: key 'y' is written twice"):
-        load_yaml_text(twice.read_text(), str(twice))
+    # A key written twice by hand beside a merge is recorded (the format decides what it
+    # means), and in the native format it is an error.
+    doc = load_yaml_text("a: &a {x: 1}\nb: {<<: *a, y: 1, y: 2}\n", "twice.yaml")
+    assert doc.data["b"] == {"x": 1, "y": 2}
+    assert [(d.path, d.first_line, d.line, d.same) for d in doc.duplicates] == [
+        (("b", "y"), 2, 2, False)
+    ]
+    twice = write(
+        isolated / "work" / "twice.yaml",
+        "pipecluster:\n  profiles:\n    a: &a {backend: local}\n"
+        "    b: {<<: *a, workers: 1, workers: 2}\n",
+    )
+    with pytest.raises(ConfigError, match=rf"{twice}:4: profiles.b.workers: key 'workers' is"):
+        load_config(twice)
 
 
 def test_deep_nesting_is_a_clean_error_naming_the_line(isolated):

@@ -7,6 +7,8 @@ Profile keys (besides the common ones)::
     proxy_address: gateway://gateway.example.org:8786   # when the proxy has its own port
     public_address: https://gateway.example.org   # root of browser links (dashboard)
     auth: {type: basic, username: me, password_env: GATEWAY_PASSWORD}
+    # or as dask-gateway's own configuration writes it (gateway.auth):
+    # auth: {type: basic, kwargs: {username: me, password: $GATEWAY_PASSWORD}}
     options: {worker_cores: 2, worker_memory: 4}  # checked against the server's own spec
     request_timeout: 10                            # seconds per request to the gateway
 
@@ -24,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from pipejupyter.backends.base import Backend
+from pipejupyter.backends.base import Backend, closing_comments
 from pipejupyter.backends.gateway.attach import find_cluster, remote_record, spec_for_record
 from pipejupyter.backends.gateway.options import fill_options
 from pipejupyter.backends.gateway.session import (
@@ -32,6 +34,7 @@ from pipejupyter.backends.gateway.session import (
     GatewaySession,
     auth_description,
     auth_secrets,
+    check_auth_kwargs,
     open_session,
     start_reaper,
 )
@@ -177,6 +180,7 @@ class GatewayBackend(Backend):
                     key=f"{where}.auth",
                     source=spec.origin_of("auth"),
                 )
+            check_auth_kwargs(auth, key=f"{where}.auth", source=spec.origin_of("auth.kwargs"))
 
     # -- showing ------------------------------------------------------------------------
     def shown_options(self) -> dict[str, Any]:
@@ -194,6 +198,7 @@ class GatewayBackend(Backend):
             "workers_receive": redact_mapping(send, self.env.redact),
         }
         shown.pop("notes", None)
+        shown.pop("warnings", None)
         text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)
         text += (
             "# gateway: options are checked against the server's option spec "
@@ -203,7 +208,7 @@ class GatewayBackend(Backend):
             "# gateway: sent through the server's environment option: "
             f"{', '.join(sorted(send)) or 'nothing'}\n"
         )
-        text += "".join(f"# note: {n}\n" for n in [*self.spec.notes, *notes])
+        text += closing_comments(self.spec, notes)
         return self.safe(text)
 
     def secret_values(self) -> list[str]:

@@ -70,29 +70,78 @@ def auth_description(auth: Mapping[str, Any] | None) -> dict[str, Any]:
     return shown
 
 
+#: keyword arguments of dask-gateway's own auth classes, as its configuration writes them
+#: (``gateway.auth.kwargs``; dask-gateway passes them to the class as they are)
+BUILTIN_AUTH_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "basic": ("username", "password"),
+    "jupyterhub": ("api_token",),
+    "kerberos": (),
+}
+#: the profile's own keys that say the same as a keyword argument
+_SAME_AS_KEYWORD = {"username": ("username",), "password": ("password", "password_env")}
+
+
+def check_auth_kwargs(
+    auth: Mapping[str, Any] | None, *, key: str = "auth", source: str | None = None
+) -> None:
+    """``auth.kwargs`` of a built-in type: only its class's keywords, each said once."""
+    auth = auth or {}
+    kind = auth.get("type") or "basic"
+    kwargs = auth.get("kwargs") or {}
+    if kind not in BUILTIN_AUTH_KEYWORDS or not kwargs:
+        return
+    accepted = BUILTIN_AUTH_KEYWORDS[kind]
+    for name in kwargs:
+        if name not in accepted:
+            raise ConfigError(
+                f"dask-gateway's {kind} auth takes no keyword {name!r}",
+                key=f"{key}.kwargs.{name}",
+                source=source,
+                accepted=accepted or "no kwargs",
+            )
+    same = {**_SAME_AS_KEYWORD, "api_token": ("api_token_env",)}
+    for name in kwargs:
+        twice = [other for other in same.get(name, ()) if auth.get(other)]
+        if twice:
+            raise ConfigError(
+                f"{name} is given twice, as {key}.{twice[0]} and as {key}.kwargs.{name}; keep one",
+                key=f"{key}.kwargs.{name}",
+                source=source,
+            )
+
+
 def build_auth(auth: Mapping[str, Any] | None, *, key: str = "auth", source: str | None = None):
-    """A ``dask_gateway`` auth object from a profile's ``auth:`` block (None: dask config)."""
+    """A ``dask_gateway`` auth object from a profile's ``auth:`` block (None: dask config).
+
+    ``kwargs`` are used for every type, as dask-gateway's ``gateway.auth.kwargs`` are:
+    ``{type: basic, kwargs: {username: u, password: p}}`` logs in as ``u``. ``$VAR`` in a
+    keyword's value is read from the environment.
+    """
     from dask_gateway.auth import BasicAuth, GatewayAuth, JupyterHubAuth, KerberosAuth
 
     if not auth:
         return None  # dask-gateway reads gateway.auth.* from the Dask configuration
+    check_auth_kwargs(auth, key=key, source=source)
     kind = auth.get("type") or "basic"
+    keywords = {
+        k: os.path.expandvars(v) if isinstance(v, str) else v
+        for k, v in (auth.get("kwargs") or {}).items()
+    }
     if kind == "basic":
-        username = auth.get("username") or getpass.getuser()
+        username = auth.get("username") or keywords.get("username") or getpass.getuser()
         if auth.get("password_env"):
             password = _from_env(
                 str(auth["password_env"]), "the gateway password", f"{key}.password_env", source
             )
         else:
-            password = auth.get("password") or ""
+            password = auth.get("password") or keywords.get("password") or ""
         return BasicAuth(username=str(username), password=str(password))
     if kind == "jupyterhub":
-        variable = str(auth.get("api_token_env") or "JUPYTERHUB_API_TOKEN")
-        return JupyterHubAuth(
-            api_token=_from_env(
-                variable, "the JupyterHub API token", f"{key}.api_token_env", source
-            )
-        )
+        token = keywords.get("api_token")
+        if not token:
+            variable = str(auth.get("api_token_env") or "JUPYTERHUB_API_TOKEN")
+            token = _from_env(variable, "the JupyterHub API token", f"{key}.api_token_env", source)
+        return JupyterHubAuth(api_token=str(token))
     if kind == "kerberos":
         if importlib.util.find_spec("kerberos") is None:
             raise ConfigError(
@@ -121,13 +170,8 @@ def build_auth(auth: Mapping[str, Any] | None, *, key: str = "auth", source: str
             key=f"{key}.type",
             source=source,
         )
-    # $VAR in keyword values lets secrets come from the environment instead of the file.
-    kwargs = {
-        k: os.path.expandvars(v) if isinstance(v, str) else v
-        for k, v in (auth.get("kwargs") or {}).items()
-    }
     try:
-        return klass(**kwargs)
+        return klass(**keywords)
     except Exception as exc:
         raise ConfigError(
             f"auth class {kind!r} rejected its kwargs ({type(exc).__name__})",

@@ -102,12 +102,18 @@ class JobQueueBackend(ClusterClassBackend):
         if spec.scheduler.get("dashboard_address") is None and "dashboard_address" not in options:
             # The dashboard listens where the scheduler does: never every interface by default.
             interface = options.get("interface") or kwargs.get("interface")
-            host = (
-                spec.scheduler.get("host")
-                or options.get("host")
-                or (_interface_address(spec, interface) if interface else None)
-            )
-            spec.scheduler["dashboard_address"] = f"{host}:0" if host else ":0"
+            host = spec.scheduler.get("host") or options.get("host")
+            if host is None and interface:
+                # Whether this machine has the interface is a fact of where we start, not of
+                # the file: a missing one is a warning now and an error at start.
+                try:
+                    host = _interface_address(spec, interface)
+                except ConfigError as exc:
+                    spec.warnings.append(
+                        f"{exc}; starting here fails (a start on a machine that has it works)"
+                    )
+            if host is not None or not interface:
+                spec.scheduler["dashboard_address"] = f"{host}:0" if host else ":0"
         kwargs.setdefault("death_timeout", DEFAULT_DEATH_TIMEOUT)
 
     @classmethod
@@ -256,6 +262,20 @@ class JobQueueBackend(ClusterClassBackend):
     def preflight(self) -> None:
         """Raise before anything is submitted when the job cannot run (SLURM checks)."""
 
+    def check_interface(self) -> None:
+        """The scheduler's network interface must exist here; its address is where the
+        dashboard listens (resolving only warned when it was missing)."""
+        spec = self.spec
+        kwargs = spec.cluster_kwargs
+        interface = (kwargs.get("scheduler_options") or {}).get("interface") or kwargs.get(
+            "interface"
+        )
+        if not interface:
+            return
+        address = _interface_address(spec, interface)  # ConfigError when it is missing
+        if spec.scheduler.get("dashboard_address") is None:
+            spec.scheduler["dashboard_address"] = f"{address}:0"
+
     # -- live -----------------------------------------------------------------------
     def start(self) -> None:
         klass = self.cluster_type(self.spec)
@@ -268,6 +288,7 @@ class JobQueueBackend(ClusterClassBackend):
                 "start it on a machine with the scheduler's commands "
                 "(a login node), or load them first (e.g. `module load slurm`)"
             )
+        self.check_interface()
         self.preflight()
         kwargs = self.cluster_kwargs()
         if kwargs.get("shared_temp_directory"):
