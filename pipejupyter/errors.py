@@ -88,3 +88,8 @@ class StageError(PipejupyterError, ValueError):
 class LimitError(ConfigError):
     """A count above its configured limit (``max_workers``); the message names the limit,
     the value and where to raise it. The REST API answers 400 (other ConfigErrors: 422)."""
+
+
+class ConfigWarning(UserWarning):
+    """Something in the configuration the user should know that is not an error: a key
+    written twice (read as PyYAML reads it), a setting another tool uses and we do not."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 from pipejupyter.backends.base import ClusterClassBackend
 from pipejupyter.environment.mpi import mpi_sanitized
 from pipejupyter.environment.tls import make_security
+from pipejupyter.errors import ClusterError
 from pipejupyter.models import ClusterSpec
 
 # Batch-job settings that mean nothing for local processes: dropped with a note.
@@ -188,9 +192,52 @@ class LocalBackend(ClusterClassBackend):
     def start(self) -> None:
         from distributed import LocalCluster
 
+        kwargs = self.cluster_kwargs()
+        if kwargs.get("processes", True) and _bootstrapping_a_child():
+            # This process is a worker Dask is starting: it ran the user's script again.
+            raise ClusterError(MAIN_GUARD_HINT)
         klass = self.cluster_type(self.spec) if self.spec.cluster_class else LocalCluster
-        with mpi_sanitized(self.spec.mpi):
-            self.cluster = klass(**self.cluster_kwargs())
+        try:
+            with mpi_sanitized(self.spec.mpi):
+                self.cluster = klass(**kwargs)
+        except Exception as exc:
+            if kwargs.get("processes", True) and _script_without_main_guard():
+                failure = f"{type(exc).__name__}: {exc}"
+                raise ClusterError(
+                    f"local worker processes failed ({failure}); {MAIN_GUARD_HINT}"
+                ) from exc
+            raise
+
+
+#: why local worker processes of a script without the guard fail, and the fix
+MAIN_GUARD_HINT = (
+    "they could not start because this script starts the cluster when it "
+    "is imported: Dask starts each local worker process by running the script's module "
+    "again (multiprocessing's 'spawn'), and that run starts a cluster of its own. Put the "
+    'code that starts the cluster under `if __name__ == "__main__":` (as raw Dask needs '
+    "too), or use threads (--set cluster_kwargs.processes=false)"
+)
+_MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
+
+
+def _bootstrapping_a_child() -> bool:
+    """Whether multiprocessing is still preparing this process (running ``__main__`` again)."""
+    import multiprocessing
+
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _script_without_main_guard() -> bool:
+    """``__main__`` is a Python file that never tests ``__name__ == "__main__"``."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return False  # a notebook kernel, the REPL, python -c
+    try:
+        source = Path(path).read_text(errors="replace")
+    except OSError:
+        return False
+    return _MAIN_GUARD.search(source) is None
 
 
 def _move_origin(spec: ClusterSpec, old: str, new: str) -> None:

@@ -99,6 +99,7 @@ def _spec_json(spec) -> dict[str, Any]:
         "casaconfig": spec.casaconfig,
         "options": spec.options,
         "notes": spec.notes,
+        "warnings": spec.warnings,
     }
     # Secret-named values (env.set, gateway passwords, ...) and URL passwords at any depth.
     return redact_tree(data, spec.env.get("redact") or ())
@@ -118,7 +119,13 @@ def _cmd_config(args) -> int:
         print(json.dumps(data, sort_keys=False, default=str))
     else:
         print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="")
+        _print_warnings(spec.warnings)
     return 0
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"pipejupyter: warning: {warning}", file=sys.stderr)
 
 
 def _cmd_profiles(args) -> int:
@@ -138,6 +145,7 @@ def _cmd_profiles(args) -> int:
         )
     if args.json:
         print(json.dumps(rows))
+        _print_warnings(cfg.warnings)
         return 0
     for row in rows:
         mark = "*" if row["default"] else " "
@@ -146,6 +154,7 @@ def _cmd_profiles(args) -> int:
             f"{mark} {row['name']:<16} {row['backend']:<28} workers={workers:<5} "
             f"{row['description']}  [{row['origin']}]"
         )
+    _print_warnings(cfg.warnings)
     return 0
 
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,7 +24,7 @@ from pipejupyter.backends.base import Backend
 from pipejupyter.config.loader import Config, load_config
 from pipejupyter.environment.mpi import mpi_rank
 from pipejupyter.environment.workers import environment_for
-from pipejupyter.errors import ClusterError, PipejupyterError, UnknownCluster
+from pipejupyter.errors import ClusterError, ConfigWarning, PipejupyterError, UnknownCluster
 from pipejupyter.lifecycle import discovery
 from pipejupyter.lifecycle.client import make_default_client, release_failed_client
 from pipejupyter.lifecycle.handle import ClusterHandle, owner_identity
@@ -201,6 +202,8 @@ class ClusterManager:
         spec, backend = prepare(
             profile, workers=workers, adapt=adapt, config=config, overrides=overrides
         )
+        for text in spec.warnings:
+            warnings.warn(text, ConfigWarning, stacklevel=3)
         backend.check_dependencies()
         guard()
         with self._lock:

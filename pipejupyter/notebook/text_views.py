@@ -91,7 +91,8 @@ def profile_table(cfg: Any) -> str:
                 cfg.where(("profiles", name)),
             ]
         )
-    return _table([" PROFILE", "BACKEND", "WORKERS", "DESCRIPTION", "DEFINED IN"], rows)
+    table = _table([" PROFILE", "BACKEND", "WORKERS", "DESCRIPTION", "DEFINED IN"], rows)
+    return table + "".join(f"\n# warning: {w}" for w in cfg.warnings)
 
 
 def _scalar(value: Any) -> str:
@@ -133,6 +134,7 @@ def config_view(cfg: Any, spec: Any, *, origin: bool) -> str:
     data = spec.to_json()
     extra = tuple(spec.env.get("redact") or ())
     notes = redact_tree(data.pop("notes", []), extra)
+    warnings = data.pop("warnings", [])
     data = redact_tree(data, extra)
     if not origin:
         body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip()
@@ -144,7 +146,11 @@ def config_view(cfg: Any, spec: Any, *, origin: bool) -> str:
             data, lambda key: defined if key == "profile" else spec.origin_of(key)
         )
         body = "\n".join(lines)
-    return body + "".join(f"\n# note: {n}" for n in notes)
+    return (
+        body
+        + "".join(f"\n# warning: {w}" for w in warnings)
+        + "".join(f"\n# note: {n}" for n in notes)
+    )
 
 
 def env_view(profile: str, env: WorkerEnvironment) -> str:
