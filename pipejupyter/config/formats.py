@@ -321,6 +321,10 @@ def _labextension(doc: SourcedYAML, out: Normalized) -> None:
         out.put_sourced(path, value, doc, source_path)
 
     dask_labextension.translate(doc, put, out.warnings.append)
+    profile = ("profiles", dask_labextension.PROFILE)
+    if dask_labextension.PROFILE in out.tree.get("profiles", {}):
+        # `profiles` lists where each profile is defined: where the factory is.
+        out.origin[profile] = doc.where((dask_labextension.ROOT, "factory"))
 
 
 def _native(doc: SourcedYAML, out: Normalized) -> None:

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+import pipejupyter
 from pipejupyter.backends.jobqueue.job_script import export_lines, scheduler_probe
 from pipejupyter.config.loader import load_config
 from pipejupyter.environment.workers import worker_environment
@@ -305,8 +306,17 @@ def test_batch_defaults_loopback_one_worker_death_timeout(isolated, monkeypatch)
     spec = load_config(overrides=["profiles.slurm.cluster_kwargs.interface=lo"]).resolve("slurm")
     assert "host" not in spec.scheduler
     assert spec.scheduler["dashboard_address"] == "127.0.0.1:0"
+    # A missing interface is a fact of this machine: a warning when resolving (the file may
+    # be meant for another machine), the error at start.
+    spec = load_config(overrides=["profiles.slurm.cluster_kwargs.interface=nosuch0"]).resolve(
+        "slurm"
+    )
+    assert "dashboard_address" not in spec.scheduler
+    (text,) = spec.warnings
+    assert "starting here fails" in text
     with pytest.raises(ConfigError) as err:
-        load_config(overrides=["profiles.slurm.cluster_kwargs.interface=nosuch0"]).resolve("slurm")
+        pipejupyter.start("slurm", overrides=["cluster_kwargs.interface=nosuch0"], wait=False)
+    assert pipejupyter.clusters() == []
     text = str(err.value)
     assert "interface 'nosuch0' has no IPv4 address" in text
     assert "profiles.slurm.cluster_kwargs.interface" in text

@@ -47,4 +47,4 @@ def test_cli_reports_the_same_error_with_status_2(path):
 
 def test_corpus_covers_every_format():
     names = {p.stem.split("_")[0] for p in CORPUS}
-    assert {"native", "casa", "single", "syntax"} <= names
+    assert {"native", "casa", "single", "syntax", "labextension"} <= names
