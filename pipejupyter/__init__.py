@@ -19,6 +19,7 @@ _LAZY = {
     "list_clusters": "pipejupyter.lifecycle.manager",
     "stop_all": "pipejupyter.lifecycle.manager",
     "dry_run": "pipejupyter.lifecycle.manager",
+    "options": "pipejupyter.notebook.options_form",
     "get": "pipejupyter.lifecycle.manager",
     "use": "pipejupyter.lifecycle.manager",
     "ClusterHandle": "pipejupyter.lifecycle.handle",

@@ -160,3 +160,32 @@ def cluster_model(
         "connect_code": connect_code(id),
         "worker_info": worker_info,
     }
+
+
+@dataclass
+class OptionField:
+    """One value a user may choose when starting a profile (the options form).
+
+    ``key`` is the override key relative to the profile, exactly as ``--set`` takes it
+    (``cluster_kwargs.cores``); a chosen value is an override validated like a config file.
+    ``kind``: int | number | str | bool | select | memory | duration | list. ``origin`` is
+    where the current value came from (``file:line``, default, override).
+    """
+
+    key: str
+    label: str
+    kind: str
+    value: Any = None
+    origin: str | None = None
+    help: str = ""
+    unit: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: list[Any] | None = None
+    #: short text per choice (a partition's limits), same order as ``choices``
+    choice_help: list[str] | None = None
+    group: str = "size"
+    nullable: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return copy.deepcopy(asdict(self))

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from pipejupyter.backends.form_fields import sizing_fields
 from pipejupyter.config.loader import ARGUMENT, OVERRIDE
 from pipejupyter.config.schema import Field
 from pipejupyter.environment.mpi import mpi_sanitized
@@ -30,7 +31,7 @@ from pipejupyter.errors import (
     MissingDependency,
     did_you_mean,
 )
-from pipejupyter.models import ClusterSpec, worker_row
+from pipejupyter.models import ClusterSpec, OptionField, worker_row
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,12 @@ class Backend:
     @classmethod
     def translate(cls, spec: ClusterSpec) -> None:
         """Rename keys that mean the same thing on other backends (with a note)."""
+
+    @classmethod
+    def option_fields(cls, spec: ClusterSpec) -> list[OptionField]:
+        """What a user may choose when starting ``spec`` (the options form), prefilled from
+        it; backends add their resources. May ask the scheduler or service (briefly)."""
+        return sizing_fields(spec, spec.max_workers)
 
     @classmethod
     def default_workers(cls, spec: ClusterSpec) -> int:

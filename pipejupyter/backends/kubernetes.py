@@ -25,12 +25,13 @@ from typing import Any
 import yaml
 
 from pipejupyter.backends.base import ClusterClassBackend
+from pipejupyter.backends.form_fields import RESOURCES
 from pipejupyter.config.schema import Field
 from pipejupyter.environment.mpi import mpi_sanitized
 from pipejupyter.environment.redaction import REDACTED, is_secret, redact_urls
 from pipejupyter.environment.remote import remote_environment
 from pipejupyter.errors import ClusterError, ConfigError
-from pipejupyter.models import ClusterSpec
+from pipejupyter.models import ClusterSpec, OptionField
 
 DEFAULT_API_TIMEOUT = 10.0
 # A DaskCluster name becomes part of pod and service names: RFC 1123, short.
@@ -76,6 +77,34 @@ class KubernetesBackend(ClusterClassBackend):
     }
 
     # -- resolve time -------------------------------------------------------------------
+    @classmethod
+    def option_fields(cls, spec: ClusterSpec) -> list[OptionField]:
+        """Workers/adapt, the image, and each container's requests and limits."""
+        opts = spec.options
+        resources = opts.get("resources") or {}
+        fields = [
+            *super().option_fields(spec),
+            OptionField(key="image", label="Image", kind="str", value=opts.get("image"),
+                        origin=spec.origin_of("image"), group=RESOURCES, nullable=True,
+                        help="container image of scheduler and workers"),
+        ]  # fmt: skip
+        for kind in ("requests", "limits"):
+            for name, unit in (("cpu", "CPUs"), ("memory", "bytes, e.g. 2Gi")):
+                key = f"resources.{kind}.{name}"
+                fields.append(
+                    OptionField(
+                        key=key,
+                        label=f"{name.upper() if name == 'cpu' else name.title()} {kind}",
+                        kind="str",
+                        value=(resources.get(kind) or {}).get(name),
+                        origin=spec.origin_of(key),
+                        group=RESOURCES,
+                        nullable=True,
+                        help=f"each container's {name} {kind} ({unit})",
+                    )
+                )
+        return fields
+
     @classmethod
     def translate(cls, spec: ClusterSpec) -> None:
         # cluster_class: KubeCluster files put image/namespace/resources in cluster_kwargs.

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from pipejupyter.backends.base import ClusterClassBackend
+from pipejupyter.backends.form_fields import RESOURCES, field_for, sizing_fields
 from pipejupyter.environment.mpi import mpi_sanitized
 from pipejupyter.environment.tls import make_security
-from pipejupyter.errors import ClusterError
-from pipejupyter.models import ClusterSpec
+from pipejupyter.errors import ClusterError, ConfigError
+from pipejupyter.models import ClusterSpec, OptionField
 
 # Batch-job settings that mean nothing for local processes: dropped with a note.
 JOB_ONLY_KEYS = frozenset(
@@ -142,6 +143,11 @@ class LocalBackend(ClusterClassBackend):
         )
 
     @classmethod
+    def validate_kwargs(cls, spec: ClusterSpec) -> None:
+        super().validate_kwargs(spec)
+        _check_local_sizes(spec)
+
+    @classmethod
     def accepted_kwargs(cls, klass: type) -> set[str] | None:
         # LocalCluster passes unknown keyword arguments on to each Nanny and Worker.
         from distributed import Nanny, Worker
@@ -189,6 +195,21 @@ class LocalBackend(ClusterClassBackend):
         kwargs.setdefault("silence_logs", 40)  # keep worker chatter out of notebook cells
         return kwargs
 
+    @classmethod
+    def option_fields(cls, spec: ClusterSpec) -> list[OptionField]:
+        cpus = os.cpu_count() or 1
+        return [
+            *sizing_fields(spec, spec.max_workers),
+            field_for(spec, "cluster_kwargs.threads_per_worker", "Threads per worker", "int",
+                      minimum=1, maximum=4 * cpus, group=RESOURCES,
+                      help=f"this machine has {cpus} CPUs"),
+            field_for(spec, "cluster_kwargs.memory_limit", "Memory per worker", "memory",
+                      group=RESOURCES, nullable=True,
+                      help="e.g. 2GiB; 'auto' shares this machine's memory; 0: no limit"),
+            field_for(spec, "cluster_kwargs.processes", "Processes", "bool", group=RESOURCES,
+                      help="workers as processes (off: threads in this process)"),
+        ]  # fmt: skip
+
     def start(self) -> None:
         from distributed import LocalCluster
 
@@ -207,6 +228,43 @@ class LocalBackend(ClusterClassBackend):
                     f"local worker processes failed ({failure}); {MAIN_GUARD_HINT}"
                 ) from exc
             raise
+
+
+def _check_local_sizes(spec: ClusterSpec) -> None:
+    """Threads, memory and processes of local workers have the right types before anything
+    starts: LocalCluster takes any value and its worker processes fail on a wrong one."""
+    kwargs = spec.cluster_kwargs
+
+    def refuse(key: str, value: Any, accepted: str) -> ConfigError:
+        return ConfigError(
+            f"{key} must be {accepted}, got {value!r}",
+            key=f"profiles.{spec.profile}.cluster_kwargs.{key}",
+            source=spec.origin_of(f"cluster_kwargs.{key}"),
+            accepted=accepted,
+        )
+
+    threads = kwargs.get("threads_per_worker")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise refuse("threads_per_worker", threads, "an integer >= 1")
+    processes = kwargs.get("processes")
+    if processes is not None and not isinstance(processes, bool):
+        raise refuse("processes", processes, "true (worker processes) or false (threads)")
+    memory = kwargs.get("memory_limit")
+    if memory is not None and memory != "auto" and not isinstance(memory, bool):
+        from dask.utils import parse_bytes
+
+        try:
+            size = memory if isinstance(memory, (int, float)) else parse_bytes(memory)
+        except (ValueError, TypeError, KeyError):
+            size = None
+        if size is None or size < 0:
+            raise refuse(
+                "memory_limit",
+                memory,
+                "a size such as 2GiB or 500MB, a number of bytes, 0 (no limit) or auto",
+            )
 
 
 #: why local worker processes of a script without the guard fail, and the fix

@@ -28,6 +28,7 @@ from pipejupyter.errors import ClusterError, ConfigWarning, PipejupyterError, Un
 from pipejupyter.lifecycle import discovery
 from pipejupyter.lifecycle.client import make_default_client, release_failed_client
 from pipejupyter.lifecycle.handle import ClusterHandle, owner_identity
+from pipejupyter.lifecycle.options import describe_options, option_overrides
 from pipejupyter.models import ClusterSpec, ClusterStatus
 
 logger = logging.getLogger(__name__)
@@ -84,15 +85,30 @@ def prepare(
     adapt: tuple[int, int] | Mapping[str, int] | None = None,
     config: ConfigSource = None,
     overrides: Overrides = None,
+    options: Any = None,
 ) -> tuple[ClusterSpec, Backend]:
     """Resolve and validate everything a start needs; starts nothing.
 
-    Returns ``(spec, backend)`` where backend is an unstarted backend instance.
+    ``options``: values chosen in an options form (or a mapping of option keys to values),
+    applied as overrides after ``overrides``. Returns ``(spec, backend)`` where backend is
+    an unstarted backend instance.
     """
     cfg = resolve_config(config, overrides, profile)
+    chosen = option_overrides(options)
+    if chosen:
+        for key, value in chosen.items():
+            cfg.set_value(key, value, profile)
+        cfg.validate()
     spec = cfg.resolve(profile, workers=workers, adapt=adapt)
     backend_cls = get_backend(spec.backend)
     return spec, backend_cls(spec, environment_for(spec))
+
+
+def profile_options(
+    profile: str | None = None, *, config: ConfigSource = None, overrides: Overrides = None
+) -> dict[str, Any]:
+    """The options form of a profile (see lifecycle/options.py), prefilled from it."""
+    return describe_options(resolve_config(config, overrides, profile), profile)
 
 
 def dry_run(profile: str | None = None, **kwargs: Any) -> str:
@@ -191,16 +207,24 @@ class ClusterManager:
         wait: bool = True,
         timeout: float | None = None,
         set_default: bool = True,
+        options: Any = None,
     ) -> ClusterHandle:
         """Start a cluster from a profile and return its handle (with ``.client``).
 
+        ``options``: an options form (``pipejupyter.options(profile)``) or a mapping of
+        option keys to values (``{"cluster_kwargs.cores": 4}``), applied as overrides.
         Everything is validated before anything starts; if any step fails, whatever was
         started is stopped again before the error is raised.
         """
         import dask
 
         spec, backend = prepare(
-            profile, workers=workers, adapt=adapt, config=config, overrides=overrides
+            profile,
+            workers=workers,
+            adapt=adapt,
+            config=config,
+            overrides=overrides,
+            options=options,
         )
         for text in spec.warnings:
             warnings.warn(text, ConfigWarning, stacklevel=3)

@@ -35,7 +35,7 @@ def no_cluster_hint(profiles: Iterable[str]) -> str:
     )
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
     lines = [
         "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -66,7 +66,7 @@ def cluster_table(records: list[Mapping[str, Any]], default_id: str | None) -> s
                 where,
             ]
         )
-    table = _table([" ID", "NAME", "BACKEND", "STATUS", "WORKERS", "SCHEDULER", "OWNER"], rows)
+    table = text_table([" ID", "NAME", "BACKEND", "STATUS", "WORKERS", "SCHEDULER", "OWNER"], rows)
     return table + ("\n* its Client is the default Dask client" if default_id else "")
 
 
@@ -91,7 +91,7 @@ def profile_table(cfg: Any) -> str:
                 cfg.where(("profiles", name)),
             ]
         )
-    table = _table([" PROFILE", "BACKEND", "WORKERS", "DESCRIPTION", "DEFINED IN"], rows)
+    table = text_table([" PROFILE", "BACKEND", "WORKERS", "DESCRIPTION", "DEFINED IN"], rows)
     return table + "".join(f"\n# warning: {w}" for w in cfg.warnings)
 
 

@@ -28,7 +28,7 @@ import yaml
 
 from pipejupyter.backends.base import Backend, closing_comments
 from pipejupyter.backends.gateway.attach import find_cluster, remote_record, spec_for_record
-from pipejupyter.backends.gateway.options import fill_options
+from pipejupyter.backends.gateway.options import describe_field, fill_options
 from pipejupyter.backends.gateway.session import (
     ACTIVE_STATES,
     GatewaySession,
@@ -43,7 +43,7 @@ from pipejupyter.environment.redaction import redact_mapping, redact_text
 from pipejupyter.environment.remote import remote_environment
 from pipejupyter.environment.workers import environment_for
 from pipejupyter.errors import ClusterError, ConfigError, NotOwned
-from pipejupyter.models import ClusterSpec, worker_row
+from pipejupyter.models import ClusterSpec, OptionField, worker_row
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,40 @@ class GatewayBackend(Backend):
                     source=spec.origin_of("auth"),
                 )
             check_auth_kwargs(auth, key=f"{where}.auth", source=spec.origin_of("auth.kwargs"))
+
+    @classmethod
+    def option_fields(cls, spec: ClusterSpec) -> list[OptionField]:
+        """Workers/adapt plus the server's own cluster options, as dask-gateway's form shows
+        them: its option spec (integer, float, select, bool, string fields with bounds),
+        prefilled with the profile's ``options`` or the server's defaults."""
+        fields = super().option_fields(spec)
+        session = open_session(spec)
+        try:
+            server_options = session.cluster_options()
+        finally:
+            session.close()
+        wanted = spec.options.get("options") or {}
+        for name, field in server_options._fields.items():
+            kind = {"integer": "int", "float": "number", "string": "str", "bool": "bool",
+                    "select": "select"}.get(type(field).__name__.lower())  # fmt: skip
+            if kind is None:
+                continue  # a mapping (the environment) is filled from env passthrough
+            key = f"options.{name}"
+            fields.append(
+                OptionField(
+                    key=key,
+                    label=getattr(field, "label", None) or name,
+                    kind=kind,
+                    value=wanted.get(name, field.value),
+                    origin=spec.origin_of(key) if name in wanted else "the gateway's default",
+                    help=describe_field(field, field.value),
+                    minimum=getattr(field, "min", None),
+                    maximum=getattr(field, "max", None),
+                    choices=list(field.options) if kind == "select" else None,
+                    group="gateway options",
+                )
+            )
+        return fields
 
     # -- showing ------------------------------------------------------------------------
     def shown_options(self) -> dict[str, Any]:

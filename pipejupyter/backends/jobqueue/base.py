@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pipejupyter.backends.base import ClusterClassBackend
+from pipejupyter.backends.form_fields import PLACEMENT, RESOURCES, field_for, sizing_fields
 from pipejupyter.backends.jobqueue.job_script import (
     Ledger,
     export_lines,
@@ -38,7 +39,7 @@ from pipejupyter.environment.redaction import redact_assignments, redact_text, s
 from pipejupyter.environment.slurm import submission_environ
 from pipejupyter.environment.tls import make_security
 from pipejupyter.errors import ClusterError, ConfigError
-from pipejupyter.models import ClusterSpec, worker_row
+from pipejupyter.models import ClusterSpec, OptionField, worker_row
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,30 @@ class JobQueueBackend(ClusterClassBackend):
     @classmethod
     def workers_per_job(cls, spec: ClusterSpec) -> int:
         return workers_per_job(spec)
+
+    @classmethod
+    def option_fields(cls, spec: ClusterSpec) -> list[OptionField]:
+        """Job size and placement; the scheduler's limits are added by its backend."""
+        per_job = f"workers ({workers_per_job(spec)} per job)"
+        return [
+            *sizing_fields(spec, spec.max_workers, unit=per_job),
+            field_for(spec, "cluster_kwargs.cores", "Cores per job", "int", minimum=1,
+                      group=RESOURCES, help="CPUs each worker job asks for"),
+            field_for(spec, "cluster_kwargs.memory", "Memory per job", "memory",
+                      group=RESOURCES, help="e.g. 4GiB, shared by the job's worker processes"),
+            field_for(spec, "cluster_kwargs.processes", "Processes per job", "int", minimum=1,
+                      group=RESOURCES, nullable=True,
+                      help="Dask worker processes each job starts (cores are split among them)"),
+            field_for(spec, "cluster_kwargs.walltime", "Walltime", "duration", group=PLACEMENT,
+                      nullable=True, help="HH:MM:SS or D-HH:MM:SS"),
+            field_for(spec, "cluster_kwargs.queue", "Queue", "str", group=PLACEMENT,
+                      nullable=True, help="queue or partition"),
+            field_for(spec, "cluster_kwargs.account", "Account", "str", group=PLACEMENT,
+                      nullable=True, help="project or account charged"),
+            field_for(spec, "cluster_kwargs.job_extra_directives", "Extra directives", "list",
+                      group=PLACEMENT, nullable=True,
+                      help="one directive per line, e.g. --qos=express"),
+        ]  # fmt: skip
 
     @classmethod
     def job_defaults(cls, spec: ClusterSpec) -> None:

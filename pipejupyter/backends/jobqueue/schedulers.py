@@ -16,13 +16,30 @@ import time
 from pipejupyter.backends.jobqueue.base import JobQueueBackend, _default_job_name
 from pipejupyter.backends.jobqueue.job_script import header_lines
 from pipejupyter.backends.jobqueue.slurm_limits import check_partition, validate_walltime
-from pipejupyter.backends.jobqueue.slurm_tools import cancel, job_states, test_only
+from pipejupyter.backends.jobqueue.slurm_tools import (
+    Partition,
+    cancel,
+    format_time,
+    job_states,
+    partitions,
+    test_only,
+)
+from pipejupyter.environment.slurm import submission_environ
 from pipejupyter.errors import ClusterError, ConfigError
-from pipejupyter.models import ClusterSpec
+from pipejupyter.models import ClusterSpec, OptionField
 
 logger = logging.getLogger(__name__)
 
 STATE_CACHE = 1.0
+
+
+def _partition_summary(part: Partition) -> str:
+    limits = [f"max time {format_time(part.max_time)}" if part.max_time else "no time limit"]
+    if part.node_cpus:
+        limits.append(f"{part.node_cpus} CPUs")
+    if part.node_memory:
+        limits.append(f"{part.node_memory} MB")
+    return ", ".join(limits) + (" (default)" if part.default else "")
 
 
 def _slurm_name(text: str) -> str:
@@ -55,6 +72,40 @@ class SLURMBackend(JobQueueBackend):
 
         super().validate_kwargs(spec)
         validate_walltime(spec)
+
+    @classmethod
+    def option_fields(cls, spec: ClusterSpec) -> list[OptionField]:
+        """The job fields, with partitions as choices and the chosen one's limits as bounds
+        (what scontrol says; without an answer the fields are unbounded)."""
+        fields = super().option_fields(spec)
+        found = partitions(submission_environ("auto", ()))
+        if not found:
+            return fields
+        chosen = spec.cluster_kwargs.get("queue") or next(
+            (p.name for p in found.values() if p.default), None
+        )
+        part = found.get(chosen) if chosen else None
+        by_key = {f.key: f for f in fields}
+        queue = by_key["cluster_kwargs.queue"]
+        queue.kind = "select"
+        queue.choices = list(found)
+        queue.choice_help = [_partition_summary(p) for p in found.values()]
+        queue.help = "partition (default: the cluster's default partition)"
+        if part is None:
+            return fields
+        cpus = part.max_cpus_per_node or part.node_cpus
+        if cpus:
+            by_key["cluster_kwargs.cores"].maximum = cpus
+        memory = part.max_mem_per_node or part.node_memory
+        if memory:
+            by_key["cluster_kwargs.memory"].maximum = memory * 2**20
+            by_key["cluster_kwargs.memory"].unit = "bytes"
+        if part.max_time:
+            walltime = by_key["cluster_kwargs.walltime"]
+            walltime.maximum = part.max_time
+            walltime.unit = "seconds"
+            walltime.help += f"; partition {part.name!r} allows {format_time(part.max_time)}"
+        return fields
 
     def preflight(self) -> None:
         """Our partition check (names the key and file) and sbatch's own verdict, before
