@@ -2,8 +2,9 @@
 # Offline casatasks for the test suite.
 #
 # usage: ci/casa.sh [install|config|check]
-#   install  pip-install the pinned casatools/casatasks/casadata/six into $PYTHON unless the
-#            pinned versions are already there, then `config`. Prints the export line.
+#   install  pip-install the pinned casatools/casatasks/casadata/six and casampi into $PYTHON
+#            unless the pinned versions are already there, then `config`. Prints the export
+#            line.
 #   config   (re)write <repo>/.ci-state/casa/config.py and env.sh; print the export line.
 #   check    import casatools with that config and make sure the measures data resolve.
 #
@@ -13,6 +14,7 @@
 #      CASA_VERSION       casatools == casatasks version (default 6.7.0.31: the newest
 #                         casatools wheel for Python 3.11; casatasks must match it exactly)
 #      CASADATA_VERSION   casadata wheel version (default 2025.9.22; empty = newest)
+#      CASAMPI_VERSION    casampi version (default 0.6.0)
 #      CI_STATE           state dir (default <repo root>/.ci-state)
 #
 # Facts this relies on:
@@ -26,12 +28,16 @@
 #    update and network check. casaconfig reads the file named by CASASITECONFIG (must be an
 #    absolute path to an existing file) and then ~/.casa/config.py, which would override it.
 #  * A "leap second table out-of-date" warning at start is expected with frozen data.
+#  * casampi (CASA's MPI framework: tclean(parallel=True) under mpirun) pins only mpi4py>=4.0
+#    and an unversioned casatools. Run ci/mpi.sh first (scripts/setup.sh does): its mpi4py,
+#    working with the system OpenMPI, then satisfies casampi and pip keeps it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 CASA_VERSION="${CASA_VERSION:-6.7.0.31}"
 CASADATA_VERSION="${CASADATA_VERSION-2025.9.22}"
+CASAMPI_VERSION="${CASAMPI_VERSION:-0.6.0}"
 STATE="${CI_STATE:-$ROOT/.ci-state}/casa"
 CONFIG="$STATE/config.py"
 
@@ -39,12 +45,13 @@ log() { printf '[casa.sh] %s\n' "$*" >&2; }
 
 installed() {
     # Fast (no casatools import): metadata only.
-    "$PYTHON" - "$CASA_VERSION" "$CASADATA_VERSION" <<'EOF' >/dev/null 2>&1
+    "$PYTHON" - "$CASA_VERSION" "$CASADATA_VERSION" "$CASAMPI_VERSION" <<'EOF' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
 from importlib.util import find_spec
-casa, data = sys.argv[1], sys.argv[2]
+casa, data, casampi = sys.argv[1], sys.argv[2], sys.argv[3]
 assert version("casatools") == casa and version("casatasks") == casa
+assert version("casampi") == casampi and find_spec("mpi4py") is not None
 assert find_spec("six") is not None and find_spec("casadata") is not None
 assert not data or version("casadata") == data
 EOF
@@ -52,14 +59,16 @@ EOF
 
 install() {
     if installed; then
-        log "casatools/casatasks $CASA_VERSION, casadata, six already installed in $PYTHON"
+        log "casatools/casatasks $CASA_VERSION, casadata, six, casampi $CASAMPI_VERSION" \
+            "already installed in $PYTHON"
     else
         local data_req="casadata"
         [ -n "$CASADATA_VERSION" ] && data_req="casadata==$CASADATA_VERSION"
         log "pip-installing casatools==$CASA_VERSION casatasks==$CASA_VERSION $data_req six" \
-            "(~550 MB download, ~1.8 GB installed with dependencies)"
+            "casampi==$CASAMPI_VERSION (~550 MB download, ~1.8 GB installed with dependencies)"
         "$PYTHON" -m pip install -q --disable-pip-version-check \
-            "casatools==$CASA_VERSION" "casatasks==$CASA_VERSION" "$data_req" six
+            "casatools==$CASA_VERSION" "casatasks==$CASA_VERSION" "$data_req" six \
+            "casampi==$CASAMPI_VERSION"
         installed || { log "install did not give the pinned versions"; exit 1; }
     fi
     config

@@ -74,9 +74,43 @@ def mpi_variables(
     return sorted(name for name in environ if matches_any(name, patterns))
 
 
+def hidden_mpi_variables(policy: str = "auto", extra: Iterable[str] = ()) -> dict[str, str]:
+    """MPI variables in this process's C-level environment that ``os.environ`` does not show.
+
+    An MPI library may call ``setenv()`` itself once initialised (Open MPI's PMIx sets
+    ``PMIX_MCA_psec`` and ``PMIX_MCA_pmix`` in rank 0 of a casampi session): children inherit
+    those, but ``os.environ`` (a copy made at start-up) never lists them.
+    """
+    if policy == "never" or (policy == "auto" and not mpi_launch_detected()):
+        return {}
+    patterns = (*MPI_PATTERNS, *extra)
+    return {
+        name: value
+        for name, value in _c_environ().items()
+        if name not in os.environ and matches_any(name, patterns)
+    }
+
+
+def _c_environ() -> dict[str, str]:
+    try:
+        import ctypes
+
+        entries = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ")
+    except (OSError, ValueError, AttributeError):  # no C library environ here: nothing hidden
+        return {}
+    out: dict[str, str] = {}
+    index = 0
+    while entries[index]:
+        name, _, value = entries[index].decode(errors="surrogateescape").partition("=")
+        out.setdefault(name, value)
+        index += 1
+    return out
+
+
 _lock = threading.RLock()
 _depth = 0
 _saved: dict[str, str] = {}
+_saved_hidden: dict[str, str] = {}
 
 
 @contextlib.contextmanager
@@ -93,8 +127,13 @@ def mpi_sanitized(mpi: Mapping[str, Any] | None = None) -> Iterator[list[str]]:
     extra = tuple(mpi.get("extra") or ())
     with _lock:
         removed = mpi_variables(os.environ, policy, extra)
+        hidden = hidden_mpi_variables(policy, extra)  # before the launch markers go
         for name in removed:
             _saved.setdefault(name, os.environ.pop(name))
+        for name, value in hidden.items():
+            _saved_hidden.setdefault(name, value)
+            os.unsetenv(name)
+            removed.append(name)
         _depth += 1
     try:
         yield removed
@@ -104,4 +143,7 @@ def mpi_sanitized(mpi: Mapping[str, Any] | None = None) -> Iterator[list[str]]:
             if _depth == 0:
                 for name, value in _saved.items():
                     os.environ.setdefault(name, value)
+                for name, value in _saved_hidden.items():
+                    os.putenv(name, value)  # back where the MPI library put it, unseen as before
                 _saved.clear()
+                _saved_hidden.clear()

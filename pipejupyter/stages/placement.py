@@ -1,4 +1,5 @@
-"""Where items may run: hosts named by a mapfile, and Dask resources they need.
+"""Where items may run: hosts named by a mapfile, and Dask resources they need (including
+the CPUs of a nested MPI session).
 
 Both are checked against the workers that are there before anything is submitted: a
 task restricted to a host with no worker, or needing a resource no worker has, would
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipejupyter.errors import PipejupyterError
+from pipejupyter.work.cpu_slots import CPU_RESOURCE, worker_cpus
 
 
 class PlacementError(PipejupyterError, ValueError):
@@ -110,3 +112,31 @@ def check_resources(needed: Mapping[str, float], workers: Mapping[str, Mapping[s
                 f"worker resources: {', '.join(have) or 'none'} "
                 f"(start workers with --resources {name}={amount:g})"
             )
+
+
+def cpu_resources(client: Any, cpus: int) -> dict[str, float]:
+    """The Dask resource an item that keeps ``cpus`` CPUs busy asks for (a nested MPI session).
+
+    Every worker, present and future, offers ``pipejupyter-cpus`` = its CPU budget (its SLURM
+    job's CPUs on the node, else its CPU affinity; see work/cpu_slots.py), so items whose
+    sessions would together need more CPUs than a worker has wait for each other. An item
+    asks for at most the smallest budget among the workers: a session larger than any
+    worker still runs, alone, oversubscribed.
+    """
+    if cpus <= 1:
+        return {}
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class _CpuBudget(WorkerPlugin):
+        idempotent = True
+
+        async def setup(self, worker: Any) -> None:
+            await worker.set_resources(**{CPU_RESOURCE: worker_cpus()})
+
+    client.register_plugin(_CpuBudget(), name=CPU_RESOURCE)
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    budgets = [float((w.get("resources") or {}).get(CPU_RESOURCE) or 0) for w in workers.values()]
+    budgets = [b for b in budgets if b > 0]
+    if not budgets:  # no worker yet (adaptive): the worker-side guard alone keeps the limit
+        return {}
+    return {CPU_RESOURCE: min(cpus, int(min(budgets)))}

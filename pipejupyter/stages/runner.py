@@ -25,7 +25,7 @@ from pipejupyter.errors import StageError
 from pipejupyter.stages.batch_planning import BatchPlanner
 from pipejupyter.stages.context import ContextStore
 from pipejupyter.stages.inputs import Item, item_fingerprint
-from pipejupyter.stages.placement import check_resources, host_restrictions
+from pipejupyter.stages.placement import check_resources, cpu_resources, host_restrictions
 from pipejupyter.stages.reporting import StageReporter
 from pipejupyter.stages.results import MISSING, ItemFailure, StageResult
 from pipejupyter.work.casa import log_commands
@@ -257,6 +257,7 @@ class StageRunner:
         self.group_of = {
             i: (restrictions[self.items[i].host] if self.items[i].host else None) for i in todo
         }
+        self.resources = {**cpu_resources(self.client, self.work.cpus()), **self.resources}
         if self.per_worker is not None:
             resource = f"pipejupyter-per-worker-{self.per_worker}"
             self.client.register_plugin(_SlotsPlugin(resource, self.per_worker), name=resource)

@@ -6,7 +6,9 @@ are captured (warnings and errors also stream under the cell) and returned in a
 CasaResult, and the equivalent CASA command is appended to ``casa_commands.log`` in the
 notebook's working directory.
 
-``casa(task, ..., mpi=N)`` runs the task on rank 0 of ``mpirun -n N`` (nested_mpi.py).
+``casa(task, ..., mpi=N)`` runs the task in a nested casampi session of its own on the worker:
+``mpirun -n N+1``, the task on the MPI client rank and N casampi servers doing the parallel
+work, e.g. ``tclean(..., parallel=True)`` (casampi_session.py).
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipejupyter.environment.mpi import mpi_rank
 from pipejupyter.errors import MissingDependency, PipejupyterError, did_you_mean
 from pipejupyter.work import capture
+from pipejupyter.work.casa_log import CasaLogTail
+from pipejupyter.work.casampi_session import MAX_SERVERS, run_casampi_task
 from pipejupyter.work.fingerprint import digest
 from pipejupyter.work.kinds import Request, WorkError
-from pipejupyter.work.nested_mpi import MpiCall
 
 COMMANDS_LOG = "casa_commands.log"
-LIVE_PRIORITIES = ("WARN", "SEVERE")  # CASA log lines also shown under the cell while running
 _casa_lock = threading.Lock()  # CASA tools are not thread-safe: one call at a time per process
 
 
@@ -76,9 +77,13 @@ class CasaTask(Request):
         if not isinstance(self.task, str) or not self.task.isidentifier():
             raise WorkError(f"a CASA task name is an identifier like 'listobs', got {self.task!r}")
         if self.mpi is not None and (
-            not isinstance(self.mpi, int) or isinstance(self.mpi, bool) or self.mpi < 1
+            not isinstance(self.mpi, int)
+            or isinstance(self.mpi, bool)
+            or not 1 <= self.mpi <= MAX_SERVERS
         ):
-            raise WorkError(f"mpi must be a number of processes >= 1, got {self.mpi!r}")
+            raise WorkError(
+                f"mpi is the number of casampi servers (1..{MAX_SERVERS}), got {self.mpi!r}"
+            )
 
     def bind(self, value: Any, key: str) -> CasaTask:
         if isinstance(value, Mapping):
@@ -101,18 +106,12 @@ class CasaTask(Request):
         if item is not None:  # logged before it runs: a failed call is part of the record too
             item.commands.append(self.command)
         if self.mpi:
-            ranks = MpiCall(_casa_on_rank, (self.task, self.kwargs), {}, nprocs=self.mpi).execute()
-            result = ranks[0]
-            result.mpi = {
-                "nprocs": self.mpi,
-                "ranks": [r if isinstance(r, dict) else r.mpi for r in ranks],
-            }
-            for line in result.log:  # the rank ran in another process: replay its warnings here
-                if any(p in line for p in LIVE_PRIORITIES) and item is not None:
-                    item.write(line + "\n", "casa")
-        else:
-            result = run_casa_task(self.task, self.kwargs)
-        return result
+            return run_parallel_casa_task(self.task, self.kwargs, self.mpi)
+        return run_casa_task(self.task, self.kwargs)
+
+    def cpus(self) -> int:
+        """The client rank and the servers of a casampi session each keep a CPU busy."""
+        return self.mpi + 1 if self.mpi else 1
 
     def run(self) -> CasaResult:
         """Execute in this process; outside a stage, log the command here too."""
@@ -134,8 +133,9 @@ class CasaTask(Request):
 
 
 def casa(task: str, *, mpi: int | None = None, item_arg: str = "vis", **kwargs: Any) -> CasaTask:
-    """A CASA task request, e.g. ``casa("listobs", vis="x.ms")``; ``mpi=N`` runs it under
-    ``mpirun -n N``."""
+    """A CASA task request, e.g. ``casa("listobs", vis="x.ms")``; ``mpi=N`` runs it in a
+    nested casampi session with N servers (``mpirun -n N+1``), as ``tclean(parallel=True)``
+    needs."""
     return CasaTask(task, kwargs, mpi, item_arg)
 
 
@@ -157,22 +157,15 @@ def run_casa_task(task: str, kwargs: Mapping[str, Any]) -> CasaResult:
     casatasks = _casatasks()
     function = getattr(casatasks, task, None)
     if not callable(function):
-        names = [
-            n
-            for n in dir(casatasks)
-            if not n.startswith("_") and callable(getattr(casatasks, n, None))
-        ]
-        hint = did_you_mean(task, names)
-        raise CasaTaskError(
-            f"casatasks has no task {task!r}" + (f" (did you mean {hint!r}?)" if hint else "")
-        )
+        tasks = [n for n in dir(casatasks) if callable(getattr(casatasks, n, None))]
+        _no_such_task(task, [n for n in tasks if not n.startswith("_")])
     casalog = casatasks.casalog
     command = casa_command(task, kwargs)
     with _casa_lock:
         previous = casalog.logfile()
         fd, path = tempfile.mkstemp(prefix=f"casa-{task}-", suffix=".log")
         os.close(fd)
-        tail = _LogTail(path, capture.current())
+        tail = CasaLogTail(path, capture.current())
         started = time.monotonic()
         casalog.setlogfile(path)
         tail.start()
@@ -186,62 +179,41 @@ def run_casa_task(task: str, kwargs: Mapping[str, Any]) -> CasaResult:
     return CasaResult(task, dict(kwargs), value, lines, command, time.monotonic() - started)
 
 
-class _LogTail(threading.Thread):
-    """Follows a CASA log file while a task runs; passes warnings and errors to the item."""
-
-    def __init__(self, path: str, item: capture.ItemCapture | None) -> None:
-        super().__init__(daemon=True)
-        self.path = path
-        self.item = item
-        self.lines: list[str] = []
-        self._done = threading.Event()
-        self._offset = 0
-        self._partial = ""
-
-    def run(self) -> None:
-        while not self._done.wait(0.3):
-            self._read()
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(5)
-        self._read()
-        if self._partial:
-            self._take(self._partial)
-            self._partial = ""
-
-    def _read(self) -> None:
-        try:
-            with open(self.path, encoding="utf-8", errors="replace") as fh:
-                fh.seek(self._offset)
-                chunk = fh.read()
-                self._offset = fh.tell()
-        except OSError:
-            return
-        text = self._partial + chunk
-        *complete, self._partial = text.split("\n")
-        for line in complete:
-            self._take(line)
-
-    def _take(self, line: str) -> None:
-        if not line.strip():
-            return
-        self.lines.append(line)
-        if self.item is not None and any(
-            f"\t{p}" in line or f" {p} " in line for p in LIVE_PRIORITIES
-        ):
-            self.item.write(line + "\n", "casa")
+def _no_such_task(task: str, names: list[str]) -> None:
+    hint = did_you_mean(task, names)
+    raise CasaTaskError(
+        f"casatasks has no task {task!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+    )
 
 
-def _casa_on_rank(task: str, kwargs: Mapping[str, Any]) -> Any:
+def _casatasks_has(task: str) -> None:
+    """Check a task name without importing casatasks here (its task descriptions are files):
+    a typo must not cost a whole MPI session."""
+    from importlib.util import find_spec
 
-    rank = mpi_rank() or 0
-    size = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE") or 1)
-    if rank != 0:
-        return {"rank": rank, "size": size, "pid": os.getpid()}
-    result = run_casa_task(task, kwargs)
-    result.mpi = {"rank": rank, "size": size, "pid": os.getpid()}
-    return result
+    spec = find_spec("casatasks")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency("casatasks", "casa", "running CASA tasks")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "__xml__"
+    names = sorted(p.stem for p in folder.glob("*.xml"))
+    if names and task not in names:
+        _no_such_task(task, names)
+
+
+def run_parallel_casa_task(task: str, kwargs: Mapping[str, Any], servers: int) -> CasaResult:
+    """Run one CASA task in a nested casampi session with ``servers`` servers."""
+    command = casa_command(task, kwargs)
+    _casatasks_has(task)
+    session = run_casampi_task(task, kwargs, servers)
+    return CasaResult(
+        task,
+        dict(kwargs),
+        session.value,
+        session.log,
+        command,
+        session.timings.get("total", 0.0),
+        mpi={"servers": servers, "nprocs": servers + 1, **session.timings},
+    )
 
 
 def log_commands(

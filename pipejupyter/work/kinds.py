@@ -42,6 +42,10 @@ class Work:
     def describe(self) -> str:
         return self.kind
 
+    def cpus(self) -> int:
+        """CPUs one item keeps busy on its worker (a nested MPI session keeps several)."""
+        return 1
+
 
 class CallableWork(Work):
     kind = "python"

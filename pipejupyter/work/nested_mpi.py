@@ -69,7 +69,7 @@ class MpiCall(Request):
                 launcher,
                 "-n",
                 str(self.nprocs),
-                *_launcher_flags(launcher),
+                *launcher_flags(launcher),
                 *self.extra_args,
                 sys.executable,
                 "-m",
@@ -82,6 +82,9 @@ class MpiCall(Request):
             return _collect_ranks(folder, self.nprocs, rc, err or out)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def cpus(self) -> int:
+        return self.nprocs
 
     def describe(self) -> str:
         return f"mpirun -n {self.nprocs} {getattr(self.fn, '__qualname__', self.fn)!s}"
@@ -111,7 +114,7 @@ def mpi_child_environ() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=4)
-def _launcher_flags(launcher: str) -> tuple[str, ...]:
+def launcher_flags(launcher: str) -> tuple[str, ...]:
     try:
         version = subprocess.run(
             [launcher, "--version"], capture_output=True, text=True, timeout=20

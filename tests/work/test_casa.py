@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -155,24 +154,6 @@ def test_casa_task_errors(client, mses, tmp_path):
         )
     assert "Unable to open image" in info.value.result.failed[mses[0]].message
     assert f"FAILED\nimstat(imagename={mses[0]!r})" in (tmp_path / COMMANDS_LOG).read_text()
-
-
-@pytest.mark.mpi
-def test_casa_under_mpirun(client, mses, tmp_path):
-    require(shutil.which("mpirun") is not None, "OpenMPI's mpirun (ci/mpi.sh install)")
-    result = run_stage(
-        "listobs-mpi",
-        pipejupyter.casa("listobs", listfile="", mpi=2),
-        [mses[1]],
-        client=client,
-        workdir=tmp_path,
-        progress=None,
-    )
-    res = result[0]
-    assert res.value["nfields"] == 1
-    assert res.mpi["nprocs"] == 2
-    assert [(r["rank"], r["size"]) for r in res.mpi["ranks"]] == [(0, 2), (1, 2)]
-    assert f"listobs(vis={mses[1]!r}, listfile='')" in (tmp_path / COMMANDS_LOG).read_text()
 
 
 def test_run_here_logs_the_command_in_the_working_directory(casa_env, mses, tmp_path, monkeypatch):
