@@ -12,7 +12,7 @@
 # Environment:
 #   SLURM_STATE_DIR   config, state, spool, pid and log files (default: <repo>/.ci-state/slurm)
 #   SLURM_START_TIMEOUT  seconds to wait for the node to become idle (default 30)
-#   SLURM_NODE_CPUS   CPUs the node declares (default: 16, or nproc if that is more). Declaring
+#   SLURM_NODE_CPUS   CPUs the node declares (default: 64, or nproc if that is more). Declaring
 #                     more than the machine has lets tests run many 1-CPU worker jobs at once
 #                     (a hub-spawned lab holds one CPU of its own); slurmd accepts the
 #                     declaration through SlurmdParameters=config_overrides.
@@ -150,7 +150,7 @@ cmd_install() {
 write_conf() {
     local host cpus mem_mb real_mb margin tmp
     host="$(hostname -s)"
-    cpus="${SLURM_NODE_CPUS:-16}"
+    cpus="${SLURM_NODE_CPUS:-64}"
     [ "$cpus" -ge "$(nproc)" ] || cpus="$(nproc)"
     mem_mb=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
     # slurmd drains a node that reports less memory than RealMemory, so leave a margin:
