@@ -3,8 +3,9 @@
 #
 #   scripts/setup.sh          the Python environment (.venv) with every backend and JupyterLab
 #   scripts/setup.sh --test   also, as root, the Debian packages the tests need (SLURM, munge,
-#                             OpenMPI, Chromium), mpi4py built for that OpenMPI, and casatasks
-#                             with offline measures data
+#                             OpenMPI, Chromium), mpi4py built for that OpenMPI, casatasks
+#                             with offline measures data, and JupyterHub + batchspawner with
+#                             a test user's lab venv (ci/hub.sh install)
 #
 # Idempotent: a second run only checks. Never asks questions (CI has no standard input).
 set -euo pipefail
@@ -48,6 +49,10 @@ if [ "$MODE" = "--test" ]; then
     if command -v mpirun >/dev/null; then
         say "mpi4py for the system OpenMPI"
         PYTHON=$ROOT/$PY ci/mpi.sh install
+    fi
+    if [ "$(id -u)" = 0 ]; then
+        say "JupyterHub with batchspawner, configurable-http-proxy and the test user's lab venv"
+        PYTHON=$ROOT/$PY ci/hub.sh install
     fi
     say "casatasks with offline measures data"
     PYTHON=$ROOT/$PY ci/casa.sh install

@@ -43,7 +43,7 @@ function activate(
   const panel = new ClusterPanel({
     interval: 2000,
     resolveDashboard,
-    openDashboard: url => openDashboard(url),
+    openDashboard: (url, model) => openDashboard(app, url, model),
     insertConnect: model => insertConnect(app, notebooks, model)
   });
   panel.title.icon = clustersIcon;

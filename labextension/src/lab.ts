@@ -14,15 +14,32 @@ import { safeLink, shown, unsafeLinkMessage } from './util';
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]', '0.0.0.0']);
 
 /**
- * The URL to open for a dashboard_link: through jupyter-server-proxy
- * (`<base>/proxy/<port>/status`) when it is installed and the dashboard is on
- * this machine, else the link itself (made absolute). A link that is not http(s)
- * (javascript:, data:, file: ...) is refused with an Error saying so.
+ * dask-labextension's public commands. Its `dask:populate-and-launch-layout`
+ * sets the URL and launches the layout at once, before its check of a new URL
+ * has answered: the first click on a new dashboard then opens no pane. So the
+ * two steps are run here one after the other, waiting in between until
+ * `dask:launch-layout` is enabled (dask-labextension enables it once the URL
+ * answers as a Dask dashboard).
+ */
+export const DASK_POPULATE = 'dask:populate-dashboard-url';
+export const DASK_LAUNCH_LAYOUT = 'dask:launch-layout';
+/** How long dask-labextension may take to check a dashboard URL (ms). */
+const DASK_CHECK_TIMEOUT = 30000;
+
+/**
+ * The URL to open for a dashboard_link. The server sends links that already go
+ * through its proxy (`<base_url>proxy/<port>/status`, relative to this page);
+ * an older server sends the dashboard's own address: a loopback one is sent
+ * through jupyter-server-proxy here when it is installed. A link that is not
+ * http(s) (javascript:, data:, file: ...) is refused with an Error saying so.
  */
 export async function resolveDashboard(link: string): Promise<string> {
   const safe = safeLink(link);
   if (safe === null) {
     throw new Error(unsafeLinkMessage(link));
+  }
+  if (!/^[a-z][a-z0-9+.-]*:/i.test(link.trim())) {
+    return safe; // a path on this server: already proxied
   }
   const url = new URL(safe);
   if (!LOOPBACK.has(url.hostname) || !(await hasServerProxy())) {
@@ -37,11 +54,41 @@ export async function resolveDashboard(link: string): Promise<string> {
   );
 }
 
-/** Open a dashboard in a new browser tab; only http(s) URLs are opened. */
-export function openDashboard(url: string): void {
+/**
+ * Show a dashboard: dask-labextension's panes (task stream, progress, workers)
+ * when it is installed, else a new browser tab. A dashboard the server says this
+ * browser cannot reach (model.dashboard_problem) is refused with that message.
+ */
+export async function openDashboard(
+  app: JupyterFrontEnd,
+  url: string,
+  model: IClusterModel
+): Promise<void> {
+  if (model.dashboard_problem) {
+    throw new Error(`${model.name}: ${model.dashboard_problem}`);
+  }
   const safe = safeLink(url);
   if (safe === null) {
     throw new Error(unsafeLinkMessage(url));
+  }
+  const { commands } = app;
+  if (
+    commands.hasCommand(DASK_POPULATE) &&
+    commands.hasCommand(DASK_LAUNCH_LAYOUT)
+  ) {
+    await commands.execute(DASK_POPULATE, { url: safe });
+    const deadline = Date.now() + DASK_CHECK_TIMEOUT;
+    while (!commands.isEnabled(DASK_LAUNCH_LAYOUT)) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `dask-labextension found no Dask dashboard at ${shown(safe)} within ` +
+            `${DASK_CHECK_TIMEOUT / 1000} s`
+        );
+      }
+      await new Promise(resolve => setTimeout(resolve, 100));
+    }
+    await commands.execute(DASK_LAUNCH_LAYOUT);
+    return;
   }
   const opened = window.open(safe, '_blank', 'noopener');
   // With "noopener" window.open returns null even on success, so a blocked

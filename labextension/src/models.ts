@@ -48,7 +48,14 @@ export interface IClusterModel {
   profile: string | null;
   status: ClusterStatus | string;
   scheduler_address: string | null;
+  /** The link a browser of this server opens: through the Jupyter server's
+   * proxy (`<base_url>proxy/<port>/status`) when it has jupyter-server-proxy. */
   dashboard_link: string | null;
+  /** The dashboard's own address (absent from older servers). */
+  dashboard_direct?: string | null;
+  /** Why dashboard_link may not open in this browser (e.g. a host the proxy does
+   * not allow), naming the setting that fixes it; null when it opens. */
+  dashboard_problem?: string | null;
   /** Connected workers. */
   workers: number;
   /** Asked for, not yet connected (worker_info lists at most 100 of them). */

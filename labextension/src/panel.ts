@@ -18,8 +18,8 @@ export namespace ClusterPanel {
     interval: number;
     /** The URL the dashboard button opens for a dashboard_link. */
     resolveDashboard(link: string): Promise<string>;
-    /** Open a dashboard URL. */
-    openDashboard(url: string, model: IClusterModel): void;
+    /** Show a dashboard URL (dask-labextension's panes, or a browser tab). */
+    openDashboard(url: string, model: IClusterModel): void | Promise<void>;
     /** Put connect code for a cluster into the active notebook. */
     insertConnect(model: IClusterModel): void;
   }
@@ -256,12 +256,18 @@ export class ClusterPanel extends Widget {
       this.showError(new Error(`cluster ${model.name} has no dashboard`));
       return;
     }
+    const show = (url: string) =>
+      Promise.resolve()
+        .then(() => this._options.openDashboard(url, model))
+        .catch(error => this.showError(error, 'dashboard'));
     // Open synchronously when the URL is known: popup blockers want the
     // window.open inside the click.
     const href = this._hrefs.get(link);
     if (href) {
       try {
-        this._options.openDashboard(href, model);
+        void Promise.resolve(this._options.openDashboard(href, model)).catch(
+          error => this.showError(error, 'dashboard')
+        );
       } catch (error) {
         this.showError(error, 'dashboard');
       }
@@ -269,7 +275,7 @@ export class ClusterPanel extends Widget {
     }
     this._options
       .resolveDashboard(link)
-      .then(url => this._options.openDashboard(url, model))
+      .then(show)
       .catch(error => this.showError(error, 'dashboard'));
   }
 }

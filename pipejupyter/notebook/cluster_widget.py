@@ -20,6 +20,7 @@ import threading
 from html import escape
 from typing import Any
 
+from pipejupyter.environment.dashboard_links import browser_model, proxy_from_environ
 from pipejupyter.errors import PipejupyterError
 from pipejupyter.notebook import html_views
 
@@ -54,6 +55,8 @@ class ClusterWidget:
         # A fetch runs in a worker thread while the loop handles button clicks: the lock
         # keeps a click (stop!) from changing the cluster under a model read in flight.
         self._busy = threading.Lock()
+        # The Jupyter server's proxy (None outside Jupyter): dashboard links go through it.
+        self.proxy = proxy_from_environ()
         self.model: dict[str, Any] = self._fetch()
         self.header = w.HTML()
         self.table = w.HTML()
@@ -131,7 +134,8 @@ class ClusterWidget:
     def _fetch(self) -> dict[str, Any]:
         try:
             with self._busy:
-                return self.handle.model(timeout=self.rpc_timeout)
+                model = self.handle.model(timeout=self.rpc_timeout)
+            return browser_model(model, self.proxy)
         except Exception as exc:  # model() reports a lost scheduler itself; this is a last resort
             logger.debug("cluster model failed: %s", exc)
             previous = getattr(self, "model", None) or {}
@@ -139,7 +143,7 @@ class ClusterWidget:
 
     def _show(self, model: dict[str, Any]) -> None:
         self.model = model
-        header = html_views.header_html(model)
+        header = html_views.header_html(model, launch_button=self.proxy is not None)
         table = html_views.workers_table_html(model)
         # Only changed values cross the comm: a quiet cluster costs nothing to watch.
         if self.header.value != header:
@@ -281,9 +285,13 @@ def widget_for(handle, **kwargs: Any) -> ClusterWidget:
 
 
 def static_bundle(model: dict[str, Any]) -> dict[str, str]:
+    """Text and HTML of ``model``, with the dashboard link a browser of this kernel's
+    Jupyter server opens."""
+    proxy = proxy_from_environ()
+    model = browser_model(model, proxy)
     return {
         "text/plain": html_views.cluster_text(model),
-        "text/html": html_views.cluster_html(model),
+        "text/html": html_views.cluster_html(model, launch_button=proxy is not None),
     }
 
 

@@ -12,8 +12,11 @@ import sys
 from typing import Any
 
 from pipejupyter.config.loader import load_config
+from pipejupyter.environment.dashboard_links import browser_model, proxy_from_environ
 from pipejupyter.lifecycle import manager
+from pipejupyter.notebook import html_views
 from pipejupyter.notebook import text_views as text
+from pipejupyter.notebook.options_form import OptionsForm
 from pipejupyter.notebook.parser import (
     CLUSTER,
     DISCOVERED,
@@ -107,6 +110,11 @@ _set_option = arg(
     action="store_true",
     help="show the resolved spec (and a batch backend's job script); start nothing",
 )
+@arg(
+    "--options",
+    action="store_true",
+    help="show the profile's options form (cores, memory, walltime, ...) with a Start button",
+)
 def start(args: argparse.Namespace, shell: Any):
     sizing = {
         "workers": args.workers,
@@ -114,13 +122,26 @@ def start(args: argparse.Namespace, shell: Any):
         "config": _files(args),
         "overrides": _overrides(args),
     }
+    if args.options:
+        form = OptionsForm(
+            args.profile,
+            config=sizing["config"],
+            overrides=sizing["overrides"],
+            name=args.name,
+            wait=args.wait,
+        )
+        if args.workers is not None:
+            form["workers"] = args.workers
+        if args.adapt:
+            form["adapt_kwargs.minimum"], form["adapt_kwargs.maximum"] = args.adapt
+        return form
     if args.dry_run:
         print(manager.dry_run(args.profile, **sizing), end="")
         return None
     handle = manager.start(
         args.profile, name=args.name, wait=args.wait, timeout=args.timeout, **sizing
     )
-    print(text.started_line(handle, handle.model(), verb="started"))
+    print(text.started_line(handle, _browser_model(handle.model()), verb="started"))
     summary = handle.backend.env.summary() if handle.backend.env else ""
     if summary:
         print(f"environment: {summary}")
@@ -146,7 +167,7 @@ def start(args: argparse.Namespace, shell: Any):
 )
 def connect(args: argparse.Namespace, shell: Any):
     handle = manager.connect(args.target, name=args.name, timeout=args.timeout)
-    print(text.started_line(handle, handle.model(), verb="connected to"))
+    print(text.started_line(handle, _browser_model(handle.model()), verb="connected to"))
     return handle
 
 
@@ -306,7 +327,11 @@ def logs(args: argparse.Namespace, shell: Any):
     print(text.logs_view(handle.logs(args.worker, scheduler=args.scheduler, lines=args.lines)))
 
 
-@subcommand("dashboard", "the Dask dashboard link of a cluster")
+@subcommand(
+    "dashboard",
+    "the Dask dashboard link of a cluster (in Jupyter: through the server's proxy, with a button"
+    " for dask-labextension's panes)",
+)
 @arg(
     "name",
     nargs="?",
@@ -318,12 +343,23 @@ def dashboard(args: argparse.Namespace, shell: Any):
     from IPython.display import display
 
     handle = manager.get(args.name)
-    link = handle.dashboard_link or handle.model().get("dashboard_link")
-    if not link:
+    proxy = proxy_from_environ()
+    model = handle.model()
+    if handle.dashboard_link:
+        model["dashboard_link"] = handle.dashboard_link
+    model = browser_model(model, proxy)
+    if not model.get("dashboard_link"):
         print(f"{handle.name} has no dashboard")
         return None
-    display(text.dashboard_bundle(handle.name, link), raw=True)
+    bundle = html_views.dashboard_bundle(handle.name, model, launch_button=proxy is not None)
+    display(bundle, raw=True)
     return None
+
+
+def _browser_model(model: dict[str, Any]) -> dict[str, Any]:
+    """``model`` with the dashboard link the browser of this kernel's Jupyter server opens
+    (through its proxy; unchanged outside Jupyter)."""
+    return browser_model(model, proxy_from_environ())
 
 
 @subcommand(

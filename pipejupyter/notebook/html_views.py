@@ -11,6 +11,8 @@ of rows only (benchmarks/widget_render.py measures it).
 
 from __future__ import annotations
 
+import json
+import re
 from html import escape
 from typing import Any
 
@@ -18,6 +20,12 @@ from typing import Any
 MAX_ROWS = 1000
 #: rows shown in the plain-text view
 MAX_TEXT_ROWS = 20
+#: longer links are not links
+MAX_LINK = 8192
+#: dask-labextension's public command: populate the dashboard URL, open the default panes
+LAUNCH_COMMAND = "dask:populate-and-launch-layout"
+#: a path on the notebook's server: no backslashes, spaces, quotes or control characters
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?#\[\]-]*")
 
 STATUS_COLOURS = {
     "running": "#2e7d32",
@@ -50,10 +58,26 @@ def format_bytes(n: int | float | None) -> str:
 
 
 def safe_link(url: Any) -> str | None:
-    """Only http(s) links become clickable; anything else (javascript:...) is shown as text."""
-    if not isinstance(url, str):
+    """Only http(s) links and paths on the notebook's own server (a dashboard behind the
+    Jupyter server's proxy, ``/user/alice/proxy/8787/status``) become clickable; anything
+    else (javascript:..., //other-host) is shown as text."""
+    if not isinstance(url, str) or len(url) > MAX_LINK:
         return None
+    if url.startswith("/") and not url.startswith("//") and _PLAIN_PATH.fullmatch(url):
+        return url
     return url if url.lower().startswith(("http://", "https://")) else None
+
+
+def launch_button_html(link: str) -> str:
+    """The button Dask's own Client repr shows in JupyterLab: it runs dask-labextension's
+    command that opens the dashboard's panes (nothing happens without dask-labextension)."""
+    args = _e(json.dumps({"url": link}))
+    return (
+        '<button class="pipejupyter-launch-dashboard"'
+        f' data-commandlinker-command="{LAUNCH_COMMAND}" data-commandlinker-args="{args}"'
+        ' title="open the dashboard panes in JupyterLab">'
+        "Launch dashboard in JupyterLab</button>"
+    )
 
 
 def _e(value: Any) -> str:
@@ -84,11 +108,17 @@ def totals_text(model: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def header_html(model: dict[str, Any]) -> str:
-    """Name, backend, status, scheduler address, dashboard link, totals, error."""
+def header_html(model: dict[str, Any], *, launch_button: bool = False) -> str:
+    """Name, backend, status, scheduler address, dashboard link, totals, error.
+
+    ``launch_button``: add the button that opens dask-labextension's panes (in JupyterLab).
+    A ``dashboard_problem`` (environment/dashboard_links.py) is shown under the link."""
     link = safe_link(model.get("dashboard_link"))
+    problem = model.get("dashboard_problem")
     if link:
         dashboard = f'<a href="{_e(link)}" target="_blank" rel="noopener noreferrer">{_e(link)}</a>'
+        if launch_button and not problem:
+            dashboard += f" {launch_button_html(link)}"
     else:
         dashboard = _e(model.get("dashboard_link") or "none")
     profile = f" (profile {_e(model['profile'])})" if model.get("profile") else ""
@@ -101,9 +131,33 @@ def header_html(model: dict[str, Any]) -> str:
         f"&middot; dashboard {dashboard}</div>",
         f"<div>{_e(totals_text(model))}</div>",
     ]
+    if problem:
+        lines.append(f'<div style="color:#e65100">dashboard: {_e(problem)}</div>')
     if model.get("error"):
         lines.append(f'<div style="color:#c62828">{_e(model["error"])}</div>')
     return "".join(lines)
+
+
+def dashboard_bundle(
+    name: str, model: dict[str, Any], *, launch_button: bool = False
+) -> dict[str, str]:
+    """``%pipecluster dashboard``: the link (clickable when http(s) or a path on the
+    notebook's server), the launch button in JupyterLab, and why it may not open."""
+    shown = model.get("dashboard_link")
+    problem = model.get("dashboard_problem")
+    plain = f"{name} dashboard: {shown}" + (f"\n{problem}" if problem else "")
+    link = safe_link(shown)
+    if link is None:
+        return {"text/plain": plain}
+    html = (
+        f'{_e(name)} dashboard: <a href="{_e(link)}" target="_blank" '
+        f'rel="noopener noreferrer">{_e(link)}</a>'
+    )
+    if launch_button and not problem:
+        html += f" {launch_button_html(link)}"
+    if problem:
+        html += f'<div style="color:#e65100">{_e(problem)}</div>'
+    return {"text/plain": plain, "text/html": html}
 
 
 def _memory_cell(used: int, limit: int) -> str:
@@ -161,10 +215,12 @@ def workers_table_html(model: dict[str, Any], *, max_rows: int | None = MAX_ROWS
     )
 
 
-def cluster_html(model: dict[str, Any], *, max_rows: int | None = MAX_ROWS) -> str:
+def cluster_html(
+    model: dict[str, Any], *, max_rows: int | None = MAX_ROWS, launch_button: bool = False
+) -> str:
     """The whole static view: header and worker table."""
     return (
-        f'<div class="pipejupyter-cluster">{header_html(model)}'
+        f'<div class="pipejupyter-cluster">{header_html(model, launch_button=launch_button)}'
         f"{workers_table_html(model, max_rows=max_rows)}</div>"
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.machinery
+import importlib.util
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pipejupyter.environment.dashboard_links import ServerProxy, export, proxy_for_server
 from pipejupyter.lifecycle.manager import ClusterManager
 from pipejupyter.server.handlers import setup_handlers
 from pipejupyter.server.service import ClusterService
@@ -33,13 +35,32 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     _skip_main_reimport()
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="pipejupyter")
     reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="pipejupyter-read")
+    proxy = _server_proxy(serverapp)
+    # Kernels this server starts inherit its environment: they learn the proxy from it,
+    # and Dask's own reprs there link through it (distributed.dashboard.link).
+    export(proxy, os.environ)
     service = ClusterService(
-        ClusterManager("server"), owner_label=functools.partial(_kernel_label, serverapp)
+        ClusterManager("server"),
+        owner_label=functools.partial(_kernel_label, serverapp),
+        proxy=proxy,
     )
     serverapp.web_app.settings["pipejupyter_service"] = service
     setup_handlers(serverapp.web_app, service, executor, reads)
     _on_shutdown(serverapp, functools.partial(_shutdown, serverapp, service, executor, reads))
     serverapp.log.info("pipejupyter: REST API at %spipejupyter/", serverapp.base_url)
+
+
+def _server_proxy(serverapp: Any) -> ServerProxy | None:
+    """This server's jupyter-server-proxy (base_url and host allow-list), or None when it
+    is not installed and enabled: dashboard links then stay direct."""
+    enabled = getattr(serverapp, "jpserver_extensions", None) or {}
+    if not enabled.get("jupyter_server_proxy"):
+        return None
+    if importlib.util.find_spec("jupyter_server_proxy") is None:
+        return None
+    settings = serverapp.config.get("ServerProxy", {})
+    allowlist = settings.get("host_allowlist", settings.get("host_whitelist"))
+    return proxy_for_server(serverapp.base_url, allowlist)
 
 
 def _skip_main_reimport() -> None:

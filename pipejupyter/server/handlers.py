@@ -25,6 +25,7 @@ from pipejupyter.server.service import (
     ServiceError,
     body_too_large,
     profile_list,
+    profile_options,
 )
 
 SERVICE = "pipejupyter_service"
@@ -184,6 +185,12 @@ class ProfilesHandler(_Handler):
         await self.respond(200, profile_list)
 
 
+class ProfileOptionsHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        await self.respond(200, profile_options, name)
+
+
 class ClustersHandler(_Handler):
     @tornado.web.authenticated
     async def get(self) -> None:
@@ -225,6 +232,7 @@ def setup_handlers(
         ".*$",
         [
             (url_path_join(base, "profiles"), ProfilesHandler),
+            (url_path_join(base, "profiles", r"(?P<name>[^/]+)", "options"), ProfileOptionsHandler),
             (url_path_join(base, "clusters"), ClustersHandler),
             (url_path_join(base, "clusters", r"(?P<cluster_id>[^/]+)"), ClusterHandler),
         ],

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, wait
 from typing import Any
 
-from pipejupyter.config.loader import load_config_cached
+from pipejupyter.config.loader import OVERRIDE, load_config_cached
+from pipejupyter.environment.dashboard_links import ServerProxy, browser_model
 from pipejupyter.errors import (
     ClusterError,
     ConfigError,
@@ -30,6 +31,7 @@ from pipejupyter.errors import (
 from pipejupyter.lifecycle.discovery import is_cluster_id
 from pipejupyter.lifecycle.handle import ClusterHandle
 from pipejupyter.lifecycle.manager import ClusterManager
+from pipejupyter.lifecycle.options import describe_options
 from pipejupyter.models import ClusterStatus
 from pipejupyter.server.watcher import PROBE_DEADLINE, DiscoveredClusters, Probes, record_model
 
@@ -68,7 +70,10 @@ def http_error(exc: PipejupyterError, *, starting: bool = False) -> ServiceError
         return exc
     if isinstance(exc, LimitError):  # a count above max_workers: the request is wrong
         return ServiceError(400, str(exc), key=exc.key, source=exc.source)
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ConfigError) and exc.source == OVERRIDE:
+        # A value the request itself sent (an override, an options form's choice): 400.
+        return ServiceError(400, str(exc), key=exc.key, source=exc.source)
+    if isinstance(exc, ConfigError):  # what the configuration files say: 422
         return ServiceError(422, str(exc), key=exc.key, source=exc.source)
     if isinstance(exc, MissingDependency):
         return ServiceError(422, str(exc))
@@ -278,6 +283,22 @@ def profile_list(config: Any = None) -> dict[str, Any]:
     }
 
 
+def profile_options(name: str, config: Any = None) -> dict[str, Any]:
+    """GET /profiles/{name}/options: the options form of one profile (lifecycle/options.py)."""
+    try:
+        cfg = load_config_cached(config)
+        if name not in cfg.profiles:
+            raise ServiceError(
+                404,
+                f"no profile {name!r}",
+                key="profile",
+                source=did_you_mean(name, cfg.profile_names),
+            )
+        return describe_options(cfg, name)
+    except PipejupyterError as exc:
+        raise http_error(exc) from None
+
+
 #: cluster_kwargs keys that hold cores and memory per worker, by how backends spell them
 _CORES_KEYS = ("threads_per_worker", "cores", "worker_cores", "nthreads")
 _MEMORY_KEYS = ("memory_limit", "memory", "worker_memory")
@@ -359,8 +380,11 @@ class ClusterService:
         self,
         manager: ClusterManager | None = None,
         owner_label: Callable[[Mapping[str, Any]], str | None] | None = None,
+        proxy: ServerProxy | None = None,
     ) -> None:
         self.manager = manager or ClusterManager("server")
+        #: the server's jupyter-server-proxy: dashboard links in models go through it
+        self.proxy = proxy
         self.discovered = DiscoveredClusters(self.manager)
         self._owner_label = owner_label
         # Models of our own clusters ask their schedulers too: threads of their own, so
@@ -390,15 +414,16 @@ class ClusterService:
             self.discovered.records(skip), timeout=timeout, deadline=deadline
         )
         wait(asked.values(), timeout=max(0.0, deadline - (time.monotonic() - started)))
-        return {"clusters": [self._own_model(h, asked[h.id], deadline) for h in own] + others}
+        models = [self._own_model(h, asked[h.id], deadline) for h in own] + others
+        return {"clusters": [self._shown(m) for m in models]}
 
     def get(self, cluster_id: str, deadline: float = PROBE_DEADLINE) -> dict[str, Any]:
         """GET /clusters/{id}."""
         handle = self._own_handle(cluster_id)
         if handle is not None:
             asked = self._own_probes.run({handle.id: handle.model}, deadline)
-            return self._own_model(handle, asked[handle.id], deadline)
-        return self.discovered.model(self._record(cluster_id), deadline=deadline)
+            return self._shown(self._own_model(handle, asked[handle.id], deadline))
+        return self._shown(self.discovered.model(self._record(cluster_id), deadline=deadline))
 
     # -- driving --------------------------------------------------------------------
     def start(self, body: bytes | str | Mapping | None) -> dict[str, Any]:
@@ -414,7 +439,7 @@ class ClusterService:
             )
         except PipejupyterError as exc:
             raise http_error(exc, starting=True) from None
-        return handle.model()
+        return self._shown(handle.model())
 
     def scale(self, cluster_id: str, body: bytes | str | Mapping | None) -> dict[str, Any]:
         """PATCH /clusters/{id}: {"workers": n} or {"adapt": {...}}."""
@@ -427,7 +452,7 @@ class ClusterService:
                 handle.adapt(sizing["adapt"]["minimum"], sizing["adapt"]["maximum"])
         except PipejupyterError as exc:
             raise http_error(exc) from None
-        return handle.model()
+        return self._shown(handle.model())
 
     def stop(self, cluster_id: str) -> None:
         """DELETE /clusters/{id}."""
@@ -445,6 +470,10 @@ class ClusterService:
         return names
 
     # -- internals ------------------------------------------------------------------
+    def _shown(self, model: dict[str, Any]) -> dict[str, Any]:
+        """``model`` with the dashboard link a browser of this server opens."""
+        return browser_model(model, self.proxy)
+
     def _own_handle(self, cluster_id: str) -> ClusterHandle | None:
         return next((h for h in self.own() if h.id == cluster_id), None)
 

@@ -81,7 +81,8 @@ def _kill(server: LabServer) -> float:
 
 
 def _ports(model: dict[str, Any]) -> list[str]:
-    dashboard = model.get("dashboard_link")
+    # The REST model links through the server's proxy; the port is in the direct address.
+    dashboard = model.get("dashboard_direct") or model.get("dashboard_link")
     if dashboard:
         parsed = urlparse(dashboard)
         dashboard = f"tcp://{parsed.hostname}:{parsed.port}"

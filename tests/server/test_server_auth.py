@@ -14,6 +14,7 @@ pytestmark = pytest.mark.usefixtures("isolated", "no_leaks", "restore_owner_kind
 
 ROUTES = [
     ("GET", "profiles", None),
+    ("GET", "profiles/local/options", None),
     ("GET", "clusters", None),
     ("POST", "clusters", b'{"profile": "local", "workers": 1}'),
     ("GET", "clusters/0123456789ab", None),

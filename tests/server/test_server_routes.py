@@ -368,7 +368,7 @@ async def test_stopped_cluster_is_gone(api):
     assert (await api("PATCH", "clusters", model["id"], body={"workers": 1}))[0] == 404
 
 
-async def test_config_errors_are_422_with_where(api):
+async def test_config_errors_are_422_with_where_and_bad_overrides_400(api):
     status, error = await api("POST", "clusters", body={"profile": "locl", "workers": 1})
     assert status == 422
     assert "did you mean 'local'" in error["message"]
@@ -382,7 +382,7 @@ async def test_config_errors_are_422_with_where(api):
             "overrides": {"cluster_kwargs.thredas_per_worker": 2},
         },
     )
-    assert status == 422
+    assert status == 400  # the request's own value: a bad request, not a bad config file
     assert "threads_per_worker" in error["message"]
     assert error["key"] == "profiles.local.cluster_kwargs.thredas_per_worker"
     assert error["source"] == "override"

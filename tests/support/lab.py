@@ -82,7 +82,14 @@ class LabServer:
     """`jupyter lab` (or `jupyter server`) on loopback with its own HOME, config, data,
     runtime and work dirs."""
 
-    def __init__(self, base: Path, *, expose_app: bool = True, app: str = "lab") -> None:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        expose_app: bool = True,
+        app: str = "lab",
+        disabled_extensions: tuple[str, ...] = (),
+    ) -> None:
         self.base = base
         self.app = app  # "lab", or "server" for jupyter_server alone
         self.port = free_port()
@@ -96,7 +103,9 @@ class LabServer:
         }
         for d in [*dirs.values(), self.work, self.runtime]:
             d.mkdir(parents=True, exist_ok=True)
-        page_config = {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
+        disabled = {"@jupyterlab/apputils-extension:announcements": True}
+        disabled.update({name: True for name in disabled_extensions})
+        page_config: dict[str, Any] = {"disabledExtensions": disabled}
         if expose_app:
             page_config["exposeAppInBrowser"] = True  # window.jupyterapp, to run lab commands
         (dirs["config"] / "labconfig").mkdir(exist_ok=True)
