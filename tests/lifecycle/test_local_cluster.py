@@ -162,11 +162,17 @@ def test_bad_config_starts_nothing(isolated):
 
 
 def test_failed_start_leaves_nothing(isolated):
-    # An impossible memory limit makes the workers fail to start: the start must undo itself.
+    # A worker preload that raises makes the workers fail to start: the start must undo itself.
+    preload = isolated / "work" / "broken_preload.py"
+    preload.write_text("raise RuntimeError('this worker cannot start')\n")
     with pytest.raises(ClusterError):
-        pipejupyter.start(workers=1, overrides=["cluster_kwargs.memory_limit=-5"], timeout=20)
+        pipejupyter.start(workers=1, overrides=[f"cluster_kwargs.preload=[{preload}]"], timeout=20)
     assert pipejupyter.clusters() == []
     assert list((isolated / "runtime").iterdir()) == []
+    # An impossible memory limit is refused before anything starts.
+    with pytest.raises(ConfigError, match="memory_limit must be a size"):
+        pipejupyter.start(workers=1, overrides=["cluster_kwargs.memory_limit=-5"], timeout=20)
+    assert pipejupyter.clusters() == []
 
 
 def test_waiting_for_more_workers_than_asked_for_times_out_clearly():
