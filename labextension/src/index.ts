@@ -9,10 +9,12 @@ import {
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStateDB } from '@jupyterlab/statedb';
 
 import { registerCommands } from './commands';
 import { clustersIcon } from './icon';
 import { insertConnect, openDashboard, resolveDashboard } from './lab';
+import { OptionsMemory } from './optionsDialog';
 import { ClusterPanel, PANEL_ID } from './panel';
 
 export { CommandIDs } from './commands';
@@ -27,7 +29,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     ILayoutRestorer,
     ICommandPalette,
     INotebookTracker,
-    ISettingRegistry
+    ISettingRegistry,
+    IStateDB
   ],
   activate
 };
@@ -37,14 +40,17 @@ function activate(
   restorer: ILayoutRestorer | null,
   palette: ICommandPalette | null,
   notebooks: INotebookTracker | null,
-  settingRegistry: ISettingRegistry | null
+  settingRegistry: ISettingRegistry | null,
+  state: IStateDB | null
 ): void {
   let defaultProfile = '';
   const panel = new ClusterPanel({
     interval: 2000,
     resolveDashboard,
     openDashboard: (url, model) => openDashboard(app, url, model),
-    insertConnect: model => insertConnect(app, notebooks, model)
+    insertConnect: model => insertConnect(app, notebooks, model),
+    // The Start dialog remembers the values applied per profile with the workspace.
+    memory: new OptionsMemory(state)
   });
   panel.title.icon = clustersIcon;
   app.shell.add(panel, 'left', { rank: 210 });

@@ -102,6 +102,43 @@ export interface IProfileList {
   profiles: IProfileModel[];
 }
 
+/** What a field of the options form holds (docs/options-form.md). */
+export type OptionKind =
+  'int' | 'number' | 'str' | 'bool' | 'select' | 'memory' | 'duration' | 'list';
+
+/** One value a user may choose when starting a profile (models.OptionField). */
+export interface IOptionField {
+  /** The override key relative to the profile, as --set takes it ("cluster_kwargs.cores"). */
+  key: string;
+  label: string;
+  kind: OptionKind | string;
+  /** What the profile says now (null: not set). */
+  value: unknown;
+  /** Where the value came from: "file:line", "default", "override", ... */
+  origin: string | null;
+  help: string;
+  /** The unit of minimum/maximum: "bytes" for memory, "seconds" for durations, or a word. */
+  unit: string | null;
+  minimum: number | null;
+  maximum: number | null;
+  choices: unknown[] | null;
+  /** A short text per choice (a partition's limits), same order as choices. */
+  choice_help: string[] | null;
+  /** "size", "resources", "placement", "gateway options", ... */
+  group: string;
+  /** Whether an empty value is accepted (it keeps the profile's). */
+  nullable: boolean;
+}
+
+/** Answer of GET /pipejupyter/profiles/{name}/options. */
+export interface IProfileOptions {
+  profile: string;
+  backend: string;
+  description: string | null;
+  fields: IOptionField[];
+  warnings: string[];
+}
+
 /** Body of POST /pipejupyter/clusters. */
 export interface IStartRequest {
   profile: string;

@@ -5,7 +5,15 @@ import { Poll } from '@lumino/polling';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { IAdapt, IClusterModel, IProfileList, IProfileModel } from './models';
+import {
+  IAdapt,
+  IClusterModel,
+  IProfileList,
+  IProfileModel,
+  IStartRequest
+} from './models';
+import { OptionsMemory, showStartDialog } from './optionsDialog';
+import { Sizing } from './optionsForm';
 import { api } from './request';
 import { errorText, h } from './util';
 import { ClusterCard, IViewActions, ProfileRow } from './views';
@@ -22,6 +30,8 @@ export namespace ClusterPanel {
     openDashboard(url: string, model: IClusterModel): void | Promise<void>;
     /** Put connect code for a cluster into the active notebook. */
     insertConnect(model: IClusterModel): void;
+    /** Where the Start dialog remembers the values applied per profile. */
+    memory?: OptionsMemory;
   }
 }
 
@@ -46,6 +56,7 @@ export class ClusterPanel extends Widget {
   private _ticks = 0;
   private _actions: IViewActions;
   private _hrefs = new Map<string, string>();
+  private _memory: OptionsMemory;
 
   constructor(private _options: ClusterPanel.IOptions) {
     super();
@@ -86,9 +97,9 @@ export class ClusterPanel extends Widget {
       ])
     );
 
+    this._memory = _options.memory ?? new OptionsMemory(null);
     this._actions = {
-      start: (profile, sizing) =>
-        this._run(`start ${profile}`, () => api.start({ profile, ...sizing })),
+      start: (profile, sizing) => void this.openStartDialog(profile, sizing),
       scale: (id, workers) =>
         this._run(`scale ${id}`, () => api.scale(id, { workers })),
       adapt: (id, adapt: IAdapt) =>
@@ -132,6 +143,39 @@ export class ClusterPanel extends Widget {
     this._actionError = (what ? `${what}: ` : '') + errorText(error);
     console.error('pipejupyter:', what, error);
     this._renderError();
+  }
+
+  /**
+   * The Start dialog of a profile (optionsDialog.ts), prefilled with `sizing`;
+   * resolves with the started cluster, or null when none was started.
+   */
+  async openStartDialog(
+    profile: string,
+    sizing: Sizing | null = null
+  ): Promise<IClusterModel | null> {
+    return showStartDialog({
+      profile,
+      sizing,
+      memory: this._memory,
+      start: body => this._start(body),
+      started: (_model, chosen) => {
+        this._actionError = '';
+        this._renderError();
+        this._profileRows.get(profile)?.setSizing(chosen.sizing);
+      },
+      lateError: error => this.showError(error, `start ${profile}`)
+    });
+  }
+
+  /** POST a start; the panel shows it is busy and refreshes after it. */
+  private async _start(body: IStartRequest): Promise<IClusterModel> {
+    this.node.classList.add('pj-mod-busy');
+    try {
+      return await api.start(body);
+    } finally {
+      this.node.classList.remove('pj-mod-busy');
+      void this.refresh();
+    }
   }
 
   /** Run a REST action, show its error, refresh after it. */
@@ -193,8 +237,14 @@ export class ClusterPanel extends Widget {
       seen.add(profile.name);
       let row = this._profileRows.get(profile.name);
       if (!row) {
-        row = new ProfileRow(profile, this._actions);
+        const created = (row = new ProfileRow(profile, this._actions));
         this._profileRows.set(profile.name, row);
+        // The card shows the sizing applied last (unless typed into meanwhile).
+        void this._memory.fetch(profile.name).then(chosen => {
+          if (chosen) {
+            created.setSizing(chosen.sizing, true);
+          }
+        });
       } else {
         row.update(profile);
       }

@@ -9,6 +9,7 @@ import {
   IClusterModel,
   IErrorBody,
   IProfileList,
+  IProfileOptions,
   IScaleRequest,
   IStartRequest
 } from './models';
@@ -109,6 +110,10 @@ function jsonBody(method: string, body: unknown): RequestInit {
 /** Typed wrappers of the routes in docs/wire-format.md. */
 export const api = {
   profiles: () => requestAPI<IProfileList>('profiles'),
+  options: (profile: string) =>
+    requestAPI<IProfileOptions>(
+      `profiles/${encodeURIComponent(profile)}/options`
+    ),
   clusters: () => requestAPI<IClusterList>('clusters'),
   cluster: (id: string) =>
     requestAPI<IClusterModel>(`clusters/${encodeURIComponent(id)}`),

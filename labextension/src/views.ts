@@ -7,6 +7,7 @@ import { actionButton, h, humanBytes, numberInput, plural } from './util';
 
 /** What the views ask their panel to do. */
 export interface IViewActions {
+  /** Open the profile's Start dialog, prefilled with the card's sizing. */
   start(profile: string, sizing: { workers: number } | { adapt: IAdapt }): void;
   scale(id: string, workers: number): void;
   adapt(id: string, adapt: IAdapt): void;
@@ -89,6 +90,8 @@ export class ProfileRow {
   });
   private _min = numberInput('minimum', 1, 0, 'adapt minimum');
   private _max = numberInput('maximum', 4, 0, 'adapt maximum');
+  /** Whether the user typed into the card since it was filled. */
+  private _touched = false;
   private _adaptBox = h('span', { class: 'pj-adapt-inputs' }, [
     this._min,
     '–',
@@ -101,11 +104,19 @@ export class ProfileRow {
   ) {
     const start = actionButton(
       'start',
-      'Start',
-      `Start a ${profile.name} cluster`
+      'Start…',
+      `Choose the options of a ${profile.name} cluster and start it`
     );
     start.addEventListener('click', () => this._start());
     this._adaptToggle.addEventListener('change', () => this._syncMode());
+    for (const input of [
+      this._workers,
+      this._adaptToggle,
+      this._min,
+      this._max
+    ]) {
+      input.addEventListener('input', () => (this._touched = true));
+    }
     this.node = h('li', { class: 'pj-profile', 'data-profile': profile.name }, [
       h('div', { class: 'pj-row' }, [this._title, this._backend]),
       this._sizing,
@@ -137,6 +148,29 @@ export class ProfileRow {
     this._error.textContent = profile.error ?? '';
     this._error.hidden = !profile.error;
     this.node.classList.toggle('pj-mod-invalid', !!profile.error);
+  }
+
+  /**
+   * Show a worker count or adapt range on the card (the one applied last).
+   * `ifUntouched`: only while the user has not typed into the card.
+   */
+  setSizing(
+    sizing: { workers: number } | { adapt: IAdapt },
+    ifUntouched = false
+  ): void {
+    if (ifUntouched && this._touched) {
+      return;
+    }
+    if ('adapt' in sizing) {
+      this._adaptToggle.checked = true;
+      this._min.value = String(sizing.adapt.minimum);
+      this._max.value = String(sizing.adapt.maximum);
+    } else {
+      this._adaptToggle.checked = false;
+      this._workers.value = String(sizing.workers);
+    }
+    this._touched = false;
+    this._syncMode();
   }
 
   set isDefault(value: boolean) {

@@ -1,10 +1,10 @@
 """The "Pipeline clusters" sidebar in a real JupyterLab, in Debian's Chromium.
 
 One walk through what a user does: open the panel, start the local profile with 2
-workers, scale it to 3, see a cluster that a notebook kernel started with
-``%pipecluster start`` appear next to it (and be refused when stopped from the panel),
-stop both. Screenshots go to test-artifacts/; PIPEJUPYTER_UPDATE_SCREENSHOTS=1 also
-refreshes docs/images/panel.png (the README's picture).
+workers (Start, then Apply in its options dialog), scale it to 3, see a cluster that a
+notebook kernel started with ``%pipecluster start`` appear next to it (and be refused when
+stopped from the panel), stop both. Screenshots go to test-artifacts/;
+PIPEJUPYTER_UPDATE_SCREENSHOTS=1 also refreshes docs/images/panel.png (the README's picture).
 """
 
 from __future__ import annotations
@@ -79,11 +79,15 @@ def test_panel_start_scale_kernel_cluster_stop(lab):
             panel = open_panel(page)
             expect(panel.locator(".pj-empty")).to_have_text("No clusters.")
 
-            # Start the local profile with 2 workers from the panel.
+            # Start the local profile with 2 workers from the panel: Start opens the options
+            # dialog with the card's count in it, Apply starts.
             row = panel.locator('li.pj-profile[data-profile="local"]')
             row.locator('input[data-field="workers"]').fill("2")
             t0 = time.monotonic()
             row.locator('button[data-action="start"]').click()
+            dialog = page.locator(".jp-Dialog.pj-options-dialog")
+            expect(dialog.locator('input[data-field="workers"]')).to_have_value("2")
+            dialog.locator("button.jp-mod-accept").click()
             card = panel.locator('li.pj-cluster[data-workers="2"]')
             card.wait_for(timeout=120_000)
             timings["start_click_to_2_workers_s"] = time.monotonic() - t0

@@ -182,6 +182,10 @@ def test_sidebar_start_then_dashboard_opens_a_live_dask_pane_through_the_hub(hub
             row.locator('input[data-field="workers"]').fill("1")
             t0 = time.monotonic()
             row.locator('button[data-action="start"]').click()
+            # Start opens the options dialog (prefilled with the card's count); Apply starts.
+            dialog = page.locator(".jp-Dialog.pj-options-dialog")
+            dialog.locator('input[data-field="workers"]').wait_for(timeout=60_000)
+            dialog.locator("button.jp-mod-accept").click()
             card = panel.locator('li.pj-cluster[data-workers="1"]')
             card.wait_for(timeout=120_000)
             TIMINGS["sidebar_start_to_1_worker_s"] = time.monotonic() - t0
