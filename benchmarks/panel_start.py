@@ -80,7 +80,7 @@ def bench(repeat: int = 3) -> list[dict]:
     click, post, raw = statistics.median(clicks), statistics.median(posts), statistics.median(raws)
     return [
         {
-            "name": "panel: click Start, Apply (2 workers) -> card shows 2 workers vs the POST alone",
+            "name": "panel: Start, Apply (2 workers) -> card shows 2 workers vs the POST alone",
             "ours": click,
             "baseline": post,
             "ratio": click / post,

@@ -29,6 +29,11 @@ def owner_identity(kind: str) -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "kind": kind}
 
 
+#: connected workers listed in a model's ``worker_info`` (the totals count every worker): a
+#: view shows a screenful; 1,000 full rows cost the scheduler and the notebook ~10x more.
+WORKER_ROWS = 100
+
+
 def _processing(metrics: Mapping[str, Any]) -> int:
     counts = metrics.get("task_counts") or {}
     return int(sum(counts.get(k, 0) for k in ("executing", "ready", "constrained")))
@@ -61,6 +66,8 @@ class ClusterHandle:
         self.adapt_range: dict[str, int] | None = None
         self.owner = owner or owner_identity("script")
         self._on_teardown = on_teardown
+        self._summary_works = True  # False once the scheduler refused the summary RPC
+        self._summary_installed = False  # the summary RPC was added to the scheduler
         self._dashboard: str | None = None
         self._secrets = (
             secret_values(backend.env.variables, backend.env.redact) if backend.env else []
@@ -86,16 +93,55 @@ class ClusterHandle:
     def _identity(self, timeout: float) -> dict[str, Any]:
         return self.client.sync(self.client.scheduler.identity, callback_timeout=timeout)
 
-    def model(self, timeout: float = 2.0) -> dict[str, Any]:
-        """The JSON model (docs/wire-format.md). A scheduler that does not answer is 'lost'."""
+    def _summary(self, timeout: float, rows: int | None) -> dict[str, Any]:
+        """Totals over every worker and the first ``rows`` worker records (None: all),
+        computed on the scheduler by an RPC this handle adds to it once (worker_summary.py).
+        A scheduler that cannot take it is asked for its full identity from then on, as
+        before: the same numbers, at the full price."""
+        if self._summary_works:
+            from pipejupyter.lifecycle import worker_summary
+
+            try:
+                if not self._summary_installed:  # once per handle: idempotent on the scheduler
+                    _pickle_by_value(worker_summary)
+                    self.client.sync(
+                        self.client._run_on_scheduler,
+                        worker_summary.install,
+                        callback_timeout=timeout,
+                    )
+                    self._summary_installed = True
+                call = getattr(self.client.scheduler, worker_summary.HANDLER)
+                got = self.client.sync(
+                    call, rows=-1 if rows is None else rows, callback_timeout=timeout
+                )
+                if isinstance(got, dict):
+                    return got
+                # None: the scheduler lost the RPC (restarted at the same address); add it
+                # again next time, this time ask for everything.
+                self._summary_installed = False
+            except (OSError, TimeoutError):
+                self._summary_installed = False
+                raise  # the scheduler did not answer: the caller reports it lost
+            except Exception as exc:
+                logger.debug("the scheduler cannot summarize its workers: %s", exc)
+                self._summary_works = False
+        return _summary_from_identity(self._identity(timeout), rows)
+
+    def model(self, timeout: float = 2.0, worker_rows: int | None = WORKER_ROWS) -> dict[str, Any]:
+        """The JSON model (docs/wire-format.md). A scheduler that does not answer is 'lost'.
+
+        ``worker_rows``: at most this many connected workers get a row in ``worker_info``
+        (the totals count them all); None lists every worker.
+        """
         rows: list[dict[str, Any]] = []
+        summary: dict[str, Any] | None = None
         if self.client is not None and self.status in (
             ClusterStatus.RUNNING,
             ClusterStatus.LOST,
             ClusterStatus.STARTING,
         ):
             try:
-                identity = self._identity(timeout)
+                summary = self._summary(timeout, worker_rows)
             except Exception as exc:  # any failure to reach the scheduler means lost, not a crash
                 # Only a running cluster becomes lost (a concurrent stop() must stay stopped).
                 if self.status in (ClusterStatus.RUNNING, ClusterStatus.LOST):
@@ -106,26 +152,30 @@ class ClusterHandle:
                     self.status, self.error = ClusterStatus.RUNNING, None
                 rows = [
                     worker_row(
-                        name=str(info.get("name", address)),
+                        name=name,
                         address=address,
-                        host=info.get("host"),
-                        threads=info.get("nthreads", 0),
-                        memory_used=(info.get("metrics") or {}).get("memory", 0),
-                        memory_limit=info.get("memory_limit", 0),
-                        processing=_processing(info.get("metrics") or {}),
-                        status=str(info.get("status", "running")).replace("Status.", ""),
+                        host=host,
+                        threads=threads,
+                        memory_used=used,
+                        memory_limit=limit,
+                        processing=busy,
+                        status=str(status).replace("Status.", ""),
                     )
-                    for address, info in (identity.get("workers") or {}).items()
+                    for address, name, host, threads, used, limit, busy, status in summary["rows"]
                 ]
-                rows.sort(key=_natural)
                 if self._dashboard is None and self.backend.dashboard_link is None:
-                    self._dashboard = _dashboard_from_identity(identity, self.scheduler_address)
+                    self._dashboard = _dashboard_from_identity(summary, self.scheduler_address)
         if self.status in (ClusterStatus.RUNNING, ClusterStatus.STARTING) and self.owned:
+            # Backends tell queued jobs from connected workers by name: all names, not the rows.
+            connected: dict[str, dict[str, Any]] = dict.fromkeys(
+                summary["names"] if summary else (), {}
+            )
+            connected.update((r["name"], r) for r in rows)
             try:
-                rows += self.backend.pending_workers({r["name"]: r for r in rows})
+                rows += self.backend.pending_workers(connected)
             except Exception as exc:  # pending rows are a nicety; never fail the model
                 logger.debug("pending_workers failed: %s", exc)
-        return cluster_model(
+        model = cluster_model(
             id=self.id,
             name=self.name,
             backend=self.backend_label,
@@ -139,6 +189,15 @@ class ClusterHandle:
             started=self.started,
             error=self.error,
         )
+        if summary is not None:  # the totals of every worker, listed or not
+            model.update(
+                workers=summary["workers"],
+                cores=summary["threads"],
+                memory=summary["memory"],
+                memory_used=summary["memory_used"],
+                tasks=summary["tasks"],
+            )
+        return model
 
     def record(self) -> dict[str, Any]:
         """What the discovery file holds: the model without live worker rows."""
@@ -226,7 +285,7 @@ class ClusterHandle:
         if scheduler:
             out["scheduler"] = [f"{lvl} {msg}" for lvl, msg in self.client.get_scheduler_logs(n=n)]
         if not scheduler or worker:
-            model = self.model()
+            model = self.model(worker_rows=None)  # every worker: any may be named
             addresses = {w["address"]: w["name"] for w in model["worker_info"] if w["address"]}
             wanted = [a for a, nm in addresses.items() if worker in (None, a, nm)]
             if worker and not wanted and not any(w["name"] == worker for w in model["worker_info"]):
@@ -286,6 +345,45 @@ class ClusterHandle:
                 discovery.write(self.record())
             except OSError as exc:  # discovery is best-effort; the cluster still works
                 logger.warning("cannot write discovery file: %s", exc)
+
+
+def _pickle_by_value(module: Any) -> None:
+    import cloudpickle
+
+    if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
+        cloudpickle.register_pickle_by_value(module)
+
+
+def _summary_from_identity(identity: Mapping[str, Any], rows: int | None) -> dict[str, Any]:
+    """What ``worker_summary.summarize`` returns, from a scheduler's full identity."""
+    workers = identity.get("workers") or {}
+    records = []
+    for address, info in workers.items():
+        metrics = info.get("metrics") or {}
+        records.append(
+            (
+                address,
+                str(info.get("name", address)),
+                info.get("host"),
+                info.get("nthreads", 0),
+                metrics.get("memory", 0),
+                info.get("memory_limit", 0),
+                _processing(metrics),
+                str(info.get("status", "running")),
+            )
+        )
+    records.sort(key=lambda r: _natural({"name": r[1]}))
+    return {
+        "workers": len(records),
+        "threads": sum(int(r[3] or 0) for r in records),
+        "memory": sum(int(r[5] or 0) for r in records),
+        "memory_used": sum(int(r[4] or 0) for r in records),
+        "tasks": sum(r[6] for r in records),
+        "names": [r[1] for r in records],
+        "rows": records if rows is None else records[:rows],
+        "services": identity.get("services") or {},
+        "address": identity.get("address"),
+    }
 
 
 def _shown(value: Any) -> str:

@@ -316,7 +316,11 @@ def record_model(
     ):
         # Workers the owner asked for that have not connected yet (queued jobs...); a
         # record is input, so a huge request builds MAX_PENDING_ROWS rows, not a million.
-        connected = sum(1 for r in rows if r["status"] != "pending")
+        connected = (
+            live["workers"]  # worker_info lists only the first workers (handle.WORKER_ROWS)
+            if live
+            else sum(1 for r in rows if r["status"] != "pending")
+        )
         pending = max(0, requested - connected)
         rows += [
             worker_row(name=f"pending-{i}", status="pending")
@@ -337,4 +341,6 @@ def record_model(
         error=error if status in (ClusterStatus.LOST, ClusterStatus.UNREACHABLE) else None,
     )
     model["pending"] += max(0, pending - MAX_PENDING_ROWS)  # rows not built still count
+    if live is not None:  # totals of every worker, also those worker_info does not list
+        model.update({k: live[k] for k in ("workers", "cores", "memory", "memory_used", "tasks")})
     return model

@@ -101,13 +101,21 @@ class ContextStore:
 
     # -- one run -----------------------------------------------------------------------
     def begin_run(self, stage: str, work: str, keys: list[str], cluster: str | None = None) -> int:
+        """A new run's row. Its keys (the input order ``results()`` gives back) are stored
+        only when they differ from the stage's last stored keys: a re-run of a million
+        items adds a row, not 10 MB of keys again (NULL means "the same as before")."""
+        text = json.dumps(keys)
+        last = self.conn.execute(
+            "SELECT keys FROM runs WHERE stage = ? AND keys IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (stage,),
+        ).fetchone()
         cur = self.conn.execute(
             "INSERT INTO runs (stage, work, keys, started, status, total, pid, host, cluster)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 stage,
                 work,
-                json.dumps(keys),
+                None if last is not None and last[0] == text else text,
                 time.time(),
                 "running",
                 len(keys),
@@ -435,7 +443,14 @@ def results(stage: str, *, workdir: str | os.PathLike | None = None) -> StageRes
             raise ContextError(
                 f"no stage {stage!r} in {path}; recorded stages: {', '.join(known) or 'none'}"
             )
-        keys = json.loads(run[1])
+        stored = run[1]
+        if stored is None:  # the same keys as the stage's last run that stored them
+            stored = conn.execute(
+                "SELECT keys FROM runs WHERE stage = ? AND id < ? AND keys IS NOT NULL"
+                " ORDER BY id DESC LIMIT 1",
+                (stage, run[0]),
+            ).fetchone()[0]
+        keys = json.loads(stored)
         rows = {
             r[0]: r[1:]
             for r in conn.execute(

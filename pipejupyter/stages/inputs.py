@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import ast
 import glob as _glob
+import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipejupyter.errors import PipejupyterError
-from pipejupyter.work.fingerprint import digest
+from pipejupyter.work.fingerprint import digest, token
 
 #: key of the single item of a stage that runs once (no items)
 ONCE = "-"
@@ -29,7 +30,7 @@ class InputError(PipejupyterError, ValueError):
     """Stage inputs that cannot be turned into items."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million items, a third of the memory
 class Item:
     key: str
     value: Any
@@ -211,3 +212,19 @@ def write_mapfile(path: str | os.PathLike, placement: Mapping[str, Iterable[str]
 def item_fingerprint(work_fingerprint: str, value: Any) -> str:
     """An item's identity across runs: the work's fingerprint and the item's value."""
     return digest(work_fingerprint, value)
+
+
+def item_fingerprinter(work_fingerprint: str) -> Callable[[Any], str]:
+    """``item_fingerprint`` for one work, faster: the work's part is hashed once, not per
+    item (a million items: seconds less on every re-run). Same fingerprints."""
+    prefix = hashlib.sha256()
+    prefix.update(token(work_fingerprint).encode("utf-8", "surrogatepass"))
+    prefix.update(b"\x00")
+
+    def fingerprint(value: Any) -> str:
+        h = prefix.copy()
+        h.update(token(value).encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+        return h.hexdigest()
+
+    return fingerprint

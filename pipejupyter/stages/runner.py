@@ -15,7 +15,9 @@ import pickle
 import queue
 import time
 import uuid
+from array import array
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from pipejupyter.errors import StageError
 from pipejupyter.stages.batch_planning import BatchPlanner
 from pipejupyter.stages.context import ContextStore
-from pipejupyter.stages.inputs import Item, item_fingerprint
+from pipejupyter.stages.inputs import Item, item_fingerprinter
 from pipejupyter.stages.placement import check_resources, cpu_resources, host_restrictions
 from pipejupyter.stages.reporting import StageReporter
 from pipejupyter.stages.results import MISSING, ItemFailure, StageResult
@@ -143,8 +145,10 @@ class StageRunner:
         n = len(items)
         self.keys = [it.key for it in items]
         self.values: list[Any] = [MISSING] * n
-        self.attempts = [0] * n
-        self.shown = [0] * n
+        # Per item state is kept in flat arrays, not lists of objects: a million items cost
+        # a few MB here, beyond what the result itself holds (its values and keys).
+        self.attempts = array("l", bytes(n * array("l").itemsize))
+        self.shown = array("q", bytes(n * array("q").itemsize))
         self.failed: dict[str, ItemFailure] = {}
         self.counts = {
             "done": 0,
@@ -163,9 +167,11 @@ class StageRunner:
         self.store: ContextStore | None = None
         self.run_id: int | None = None
         # Set by run() and the steps it calls:
-        self.fingerprints: list[str] = []  # per item: work and value, compared with the store
+        # item value -> its fingerprint (work and value), computed when needed, not kept
+        self.fingerprint: Callable[[Any], str] = str
         self.work_blob: bytes = b""  # the pickled work
-        self.group_of: dict[int, tuple[str, ...] | None] = {}  # item index -> allowed workers
+        # item index -> allowed workers, for items placed on a host (the others: anywhere)
+        self.group_of: dict[int, tuple[str, ...]] = {}
         self._slots_at: float = 0.0  # time.monotonic() of the last slot count
         self.pending: dict[tuple[str, ...] | None, deque[int]] = {}  # items waiting, per group
         self.order: deque[tuple[str, ...] | None] = deque()  # groups, served in turn
@@ -175,8 +181,7 @@ class StageRunner:
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> StageResult:
         started = time.monotonic()
-        work_fp = self.work.fingerprint()
-        self.fingerprints = [item_fingerprint(work_fp, it.value) for it in self.items]
+        self.fingerprint = item_fingerprinter(self.work.fingerprint())
         if self.persist:
             self.store = ContextStore(self.workdir)
         try:
@@ -223,8 +228,8 @@ class StageRunner:
         if self.store is not None and not self.rerun:
             previous = self.store.succeeded(self.name)
             for i, key in enumerate(self.keys):
-                hit = previous.get(key)
-                if hit and hit[0] == self.fingerprints[i]:
+                hit = previous.pop(key, None)  # what is matched need not stay in memory
+                if hit and hit[0] == self.fingerprint(self.items[i].value):
                     try:
                         self.values[i] = self.store.load(hit[1], hit[2])
                     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
@@ -254,9 +259,7 @@ class StageRunner:
         for i in todo:
             host = self.items[i].host
             groups.setdefault(restrictions[host] if host else None, deque()).append(i)
-        self.group_of = {
-            i: (restrictions[self.items[i].host] if self.items[i].host else None) for i in todo
-        }
+        self.group_of = {i: restrictions[self.items[i].host] for i in todo if self.items[i].host}
         self.resources = {**cpu_resources(self.client, self.work.cpus()), **self.resources}
         if self.per_worker is not None:
             resource = f"pipejupyter-per-worker-{self.per_worker}"
@@ -487,7 +490,7 @@ class StageRunner:
                     self.run_id,
                     self.name,
                     key,
-                    self.fingerprints[i],
+                    self.fingerprint(self.items[i].value),
                     "done",
                     self.attempts[i],
                     worker,
@@ -531,7 +534,7 @@ class StageRunner:
         self.reporter.failure(key, error, self.attempts[i], final)
         if not final:
             self.counts["retried"] += 1
-            self.pending[self.group_of[i]].append(i)
+            self.pending[self.group_of.get(i)].append(i)
             return
         failure = ItemFailure(key, error, exc, self.attempts[i])
         self.values[i] = failure
@@ -542,7 +545,7 @@ class StageRunner:
                 self.run_id,
                 self.name,
                 key,
-                self.fingerprints[i],
+                self.fingerprint(self.items[i].value),
                 "failed",
                 self.attempts[i],
                 worker,
