@@ -201,13 +201,11 @@ def workers_table_html(model: dict[str, Any], *, max_rows: int | None = MAX_ROWS
         f"<td {_RIGHT}>{int(r.get('processing') or 0)}</td><td>{_worker_status(r)}</td></tr>"
         for r in shown
     ]
+    hidden = _unlisted(model, len(shown))
     if not rows:
         body.append(f'<tr><td colspan="6" {_LEFT}><em>no workers</em></td></tr>')
-    elif len(shown) < len(rows):
-        body.append(
-            f'<tr><td colspan="6" {_LEFT}>'
-            f"<em>and {len(rows) - len(shown)} more workers</em></td></tr>"
-        )
+    elif hidden:
+        body.append(f'<tr><td colspan="6" {_LEFT}><em>and {hidden} more workers</em></td></tr>')
     return (
         '<div style="max-height:320px;overflow-y:auto">'
         f"<table {_TABLE_ATTRS}><thead><tr>{head}</tr></thead>"
@@ -244,6 +242,15 @@ def cluster_text(model: dict[str, Any], *, max_rows: int = MAX_TEXT_ROWS) -> str
             f"{format_bytes(r.get('memory_used'))} / {format_bytes(r.get('memory_limit'))}, "
             f"{r.get('processing')} processing, {r.get('status')}{job}"
         )
-    if len(rows) > max_rows:
-        lines.append(f"  ... and {len(rows) - max_rows} more workers")
+    hidden = _unlisted(model, min(len(rows), max_rows))
+    if hidden:
+        lines.append(f"  ... and {hidden} more workers")
     return "\n".join(lines)
+
+
+def _unlisted(model: dict[str, Any], shown: int) -> int:
+    """Workers not shown: the model lists at most a hundred connected workers in
+    ``worker_info`` while its totals count every one."""
+    rows = model.get("worker_info") or []
+    total = max(len(rows), int(model.get("workers") or 0) + int(model.get("pending") or 0))
+    return max(total - shown, 0)

@@ -127,6 +127,15 @@ def test_large_models_render_as_one_table_with_a_cap():
     assert len(html_views.cluster_text(model).splitlines()) == 3 + html_views.MAX_TEXT_ROWS + 1
 
 
+def test_a_model_that_lists_some_of_its_workers_says_how_many_more_there_are():
+    # The model lists at most a hundred connected workers; its totals count all of them.
+    model = synthetic_model(100)
+    model["workers"] = 1000
+    assert "and 900 more workers" in html_views.workers_table_html(model)
+    text = html_views.cluster_text(model)
+    assert text.endswith(f"... and {1000 - html_views.MAX_TEXT_ROWS} more workers")
+
+
 # -- a real cluster -----------------------------------------------------------------------
 
 pytestmark_cluster = pytest.mark.usefixtures("isolated", "no_leaks")
