@@ -30,6 +30,11 @@ MODULES = [
     "panel_start",
     "slurm_start",
     "gateway_start",
+    "casampi",
+    "prefect_runner",
+    "stage_growth",
+    "many_workers",
+    "slurm_jobs",
 ]
 
 

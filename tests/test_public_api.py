@@ -63,9 +63,9 @@ def test_command_builds_a_command_request():
 
 def test_importing_pipejupyter_and_its_magics_imports_no_heavy_library():
     code = (
-        "import sys, pipejupyter, pipejupyter.notebook.magics;"
+        "import sys, pipejupyter, pipejupyter.notebook.magics, pipejupyter.prefect;"
         "print([m for m in ('distributed', 'ipywidgets', 'dask_jobqueue', 'dask_gateway',"
-        " 'tornado') if m in sys.modules])"
+        " 'tornado', 'prefect', 'prefect_dask') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
