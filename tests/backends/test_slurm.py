@@ -20,6 +20,7 @@ from pipejupyter.errors import ClusterError, ConfigError
 from pipejupyter.lifecycle import discovery, manager
 from tests.support.common import ROOT, live_children, wait_until
 from tests.support.slurm import (  # noqa: F401 (fixture)
+    half_node,
     jobs_under,
     node_cpus,
     slurm_clean,
@@ -50,7 +51,7 @@ def _rows(handle):
 
 
 def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
-    handle = pipejupyter.start("slurm", workers=2, overrides=SMALL, timeout=120)
+    handle = pipejupyter.start("slurm", workers=2, overrides=[*SMALL, *half_node()], timeout=120)
     assert handle.status == "running"
     futures = handle.client.map(_inc, range(10))
     wait(futures, timeout=60)
@@ -66,7 +67,7 @@ def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
     assert {w["job_state"] for w in model["worker_info"]} == {"running"}
     json.dumps(model)
 
-    # Three 1-CPU jobs on a 2-CPU node: the third waits, and the model says so.
+    # Three jobs of half the node each: the third waits, and the model says so.
     handle.scale(3)
     assert len(jobs_under(isolated)) == 3
     assert wait_until(lambda: handle.model()["pending"] == 1, timeout=10)
@@ -106,7 +107,9 @@ def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
 
 
 def test_stop_cancels_pending_jobs_too(isolated):
-    handle = pipejupyter.start("slurm", workers=3, wait=False, overrides=SMALL, timeout=120)
+    handle = pipejupyter.start(
+        "slurm", workers=3, wait=False, overrides=[*SMALL, *half_node()], timeout=120
+    )
     handle.wait_for_workers(2, timeout=120)
     assert len(jobs_under(isolated)) == 3
     handle.stop()

@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.common import ROOT
 from tests.support.notebooks import clean_code_cells, execute, kernel_env, text_of  # noqa: F401 (fixture)
-from tests.support.slurm import jobs_under, slurm_clean  # noqa: F401 (fixture)
+from tests.support.slurm import jobs_under, node_cpus, slurm_clean  # noqa: F401 (fixture)
 
 pytestmark = [
     pytest.mark.notebook,
@@ -19,6 +19,13 @@ NOTEBOOK = ROOT / "notebooks" / "02-slurm.ipynb"
 
 
 def test_slurm_notebook_runs_against_real_slurm(isolated):
+    # The notebook shows a worker waiting in the queue: on the test node (which declares
+    # many CPUs) each job asks for half of them, so two run and the third waits, as on a
+    # full partition.
+    (isolated / "work" / "config.yaml").write_text(
+        "pipecluster:\n  profiles:\n    slurm:\n      cluster_kwargs:\n"
+        f"        cores: {node_cpus() // 2}\n        processes: 1\n"
+    )
     nb = execute(nbformat.read(NOTEBOOK, as_version=4), isolated / "work")
     code = clean_code_cells(nb)
     by_source = {c.source.splitlines()[0]: c for c in code}

@@ -21,7 +21,12 @@ from pipejupyter.lifecycle import discovery
 from pipejupyter.processes import pid_alive as _alive
 from tests.support.common import children_of, wait_until
 from tests.support.lab import LabServer
-from tests.support.slurm import jobs_under, slurm_clean, wait_no_jobs  # noqa: F401 (slurm_clean: fixture)
+from tests.support.slurm import (  # noqa: F401 (slurm_clean: fixture)
+    half_node,
+    jobs_under,
+    slurm_clean,
+    wait_no_jobs,
+)
 
 pytestmark = pytest.mark.usefixtures("isolated", "no_leaks")
 
@@ -134,10 +139,12 @@ def test_sigkill_of_the_server_leaves_no_local_worker_port_or_file(server, isola
 @pytest.mark.usefixtures("slurm_clean")  # set up before `server`: it finds SLURM_CONF
 def test_sigkill_of_the_server_empties_the_slurm_queue(server, isolated):
     work = isolated / "work"  # the server's working dir: its jobs are found by it in squeue
-    # Three 1-CPU jobs on the 2-CPU node of ci/slurm.sh: two run, one waits in the queue
-    # and starts only after the kill (the harder case: a worker whose scheduler is gone).
+    # Three jobs of half the node each: two run, one waits in the queue and starts only
+    # after the kill (the harder case: a worker whose scheduler is gone).
     # POST answers once every asked-for worker is up: ask for two, then scale to three.
-    model = _start(server, {"profile": "slurm", "workers": 2, "overrides": SLURM_SMALL})
+    half = dict(item.split("=", 1) for item in half_node())
+    overrides = {**SLURM_SMALL, **{k: int(v) for k, v in half.items()}}
+    model = _start(server, {"profile": "slurm", "workers": 2, "overrides": overrides})
     status, scaled = server.request("PATCH", f"pipejupyter/clusters/{model['id']}", {"workers": 3})
     assert status == 200, (status, scaled)
 

@@ -66,6 +66,12 @@ def node_cpus() -> int:
     return int(done.stdout.split()[0])
 
 
+def half_node() -> list[str]:
+    """Overrides that make each worker job ask for half the node's CPUs, so two jobs run and
+    a third waits in the queue (ci/slurm.sh declares many CPUs so other tests fit)."""
+    return [f"cluster_kwargs.cores={node_cpus() // 2}", "cluster_kwargs.processes=1"]
+
+
 @cache
 def _tool(name: str) -> str:
     # Found once, so a test that hides sbatch from PATH can still look at the queue.
