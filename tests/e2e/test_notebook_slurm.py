@@ -24,7 +24,7 @@ def test_slurm_notebook_runs_against_real_slurm(isolated):
     # full partition.
     (isolated / "work" / "config.yaml").write_text(
         "pipecluster:\n  profiles:\n    slurm:\n      cluster_kwargs:\n"
-        f"        cores: {node_cpus() // 2}\n        processes: 1\n"
+        f"        job_cpu: {node_cpus() // 2}\n"
     )
     nb = execute(nbformat.read(NOTEBOOK, as_version=4), isolated / "work")
     code = clean_code_cells(nb)

@@ -67,9 +67,10 @@ def node_cpus() -> int:
 
 
 def half_node() -> list[str]:
-    """Overrides that make each worker job ask for half the node's CPUs, so two jobs run and
-    a third waits in the queue (ci/slurm.sh declares many CPUs so other tests fit)."""
-    return [f"cluster_kwargs.cores={node_cpus() // 2}", "cluster_kwargs.processes=1"]
+    """Overrides that make each worker job book half the node's CPUs (dask-jobqueue's
+    ``job_cpu``; the worker keeps one thread), so two jobs run and a third waits in the
+    queue (ci/slurm.sh declares many CPUs so other tests fit)."""
+    return [f"cluster_kwargs.job_cpu={node_cpus() // 2}"]
 
 
 @cache
