@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
 
-from pipejupyter.config.loader import load_config, load_config_cached
+from pipejupyter.config.cache import load_config_cached
+from pipejupyter.config.loader import load_config
 from pipejupyter.errors import ConfigError
 from pipejupyter.server.service import profile_list
 

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, wait
 from typing import Any
 
-from pipejupyter.config.loader import OVERRIDE, load_config_cached
+from pipejupyter.config.cache import load_config_cached
+from pipejupyter.config.loader import OVERRIDE
 from pipejupyter.environment.dashboard_links import ServerProxy, browser_model
 from pipejupyter.errors import (
     ClusterError,

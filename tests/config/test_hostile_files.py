@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pipejupyter.config.loader import load_config, load_config_cached
+from pipejupyter.config.cache import load_config_cached
+from pipejupyter.config.loader import load_config
 from pipejupyter.config.yaml_source import MAX_ALIAS_NODES, MAX_DEPTH, load_yaml_text
 from pipejupyter.errors import ConfigError
 from tests.support.common import line_of, write
