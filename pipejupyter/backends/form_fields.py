@@ -31,45 +31,25 @@ def field_for(spec: ClusterSpec, key: str, label: str, kind: str, **more: Any) -
                        **more)  # fmt: skip
 
 
+#: the three sizing fields: key, label, help
+_SIZING = (
+    ("workers", "Workers", "how many workers to start (leave empty to adapt instead)"),
+    ("adapt_kwargs.minimum", "Adapt minimum", "adaptive scaling: the fewest workers kept"),
+    ("adapt_kwargs.maximum", "Adapt maximum", "adaptive scaling: the most workers asked for"),
+)
+
+
 def sizing_fields(spec: ClusterSpec, max_workers: int | None, unit: str = "workers") -> list:
     """Workers, or adapt minimum and maximum: every profile has these three."""
     adapt = spec.adapt_kwargs or {}
-    bounds = {"minimum": 0, "maximum": max_workers}
+    values = {
+        "workers": None if adapt else spec.workers,
+        "adapt_kwargs.minimum": adapt.get("minimum"),
+        "adapt_kwargs.maximum": adapt.get("maximum"),
+    }
     return [
-        OptionField(
-            key="workers",
-            label="Workers",
-            kind="int",
-            value=None if adapt else spec.workers,
-            origin=spec.origin_of("workers"),
-            help="how many workers to start (leave empty to adapt instead)",
-            unit=unit,
-            nullable=True,
-            group=SIZE,
-            **bounds,
-        ),
-        OptionField(
-            key="adapt_kwargs.minimum",
-            label="Adapt minimum",
-            kind="int",
-            value=adapt.get("minimum"),
-            origin=spec.origin_of("adapt_kwargs.minimum"),
-            help="adaptive scaling: the fewest workers kept",
-            unit=unit,
-            nullable=True,
-            group=SIZE,
-            **bounds,
-        ),
-        OptionField(
-            key="adapt_kwargs.maximum",
-            label="Adapt maximum",
-            kind="int",
-            value=adapt.get("maximum"),
-            origin=spec.origin_of("adapt_kwargs.maximum"),
-            help="adaptive scaling: the most workers asked for",
-            unit=unit,
-            nullable=True,
-            group=SIZE,
-            **bounds,
-        ),
-    ]
+        OptionField(key=key, label=label, kind="int", value=values[key],
+                    origin=spec.origin_of(key), help=help_text, unit=unit, nullable=True,
+                    group=SIZE, minimum=0, maximum=max_workers)
+        for key, label, help_text in _SIZING
+    ]  # fmt: skip
