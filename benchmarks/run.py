@@ -1,15 +1,20 @@
 """Run the benchmarks side by side with raw Dask and print a table (or JSON lines).
 
-    python benchmarks/run.py [--json] [--only NAME ...]
+    python benchmarks/run.py [--json | --markdown] [--only NAME ...]
+    python benchmarks/run.py --markdown --from run.json   # render a saved --json run
 
 Each benchmark module in this directory exposes ``bench() -> list[dict]`` with rows
 ``{name, ours, baseline, ratio, unit}`` (baseline is raw Dask or the compute floor). A
 module whose service is not running (SLURM, gateway) returns rows with a ``skipped`` note.
+``--json`` starts with one ``{"machine": ..., "date": ...}`` line so a saved run names the
+machine it ran on; ``--markdown`` prints the README's table from a run (or a saved one), so
+the README is refreshed from one run, never assembled by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import json
 import os
@@ -49,11 +54,33 @@ def machine() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per line")
+    output.add_argument("--markdown", action="store_true", help="the README's table")
     parser.add_argument("--only", nargs="*", default=None, help="module names to run")
+    parser.add_argument(
+        "--from", dest="saved", default=None, help="render a saved --json run instead of running"
+    )
     args = parser.parse_args()
+    if args.saved:
+        header, rows = read_saved(Path(args.saved))
+    else:
+        header = {"machine": machine(), "date": datetime.date.today().isoformat()}
+        rows = run_modules(args.only or MODULES)
+    if args.json:
+        print(json.dumps(header))
+        for row in rows:
+            print(json.dumps(row))
+    elif args.markdown:
+        print(markdown(header, rows))
+    else:
+        print(text_table(header, rows))
+    return 0
+
+
+def run_modules(names: list[str]) -> list[dict]:
     rows: list[dict] = []
-    for name in args.only or MODULES:
+    for name in names:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
@@ -66,22 +93,61 @@ def main() -> int:
             rows.extend(module.bench())
         except Exception as exc:  # one broken benchmark must not hide the others
             rows.append({"name": name, "skipped": f"{type(exc).__name__}: {exc}"})
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-        return 0
-    print(f"machine: {machine()}")
-    print(f"{'benchmark':<70} {'ours':>10} {'baseline':>10} {'ratio':>7}")
+    return rows
+
+
+def read_saved(path: Path) -> tuple[dict, list[dict]]:
+    """The header and rows of a saved ``--json`` run (lines that are not JSON are skipped,
+    so a run's output with stray prints still renders)."""
+    header: dict = {"machine": "unknown machine", "date": "unknown date"}
+    rows: list[dict] = []
+    for line in path.read_text().splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        if "machine" in obj and "name" not in obj:
+            header = obj
+        elif "name" in obj:
+            rows.append(obj)
+    return header, rows
+
+
+def text_table(header: dict, rows: list[dict]) -> str:
+    lines = [f"machine: {header['machine']}"]
+    lines.append(f"{'benchmark':<70} {'ours':>10} {'baseline':>10} {'ratio':>7}")
     for row in rows:
         if "skipped" in row:
-            print(f"{row['name']:<70} skipped: {row['skipped']}")
+            lines.append(f"{row['name']:<70} skipped: {row['skipped']}")
             continue
         unit = row.get("unit", "s")
-        print(
+        lines.append(
             f"{row['name']:<70} {_fmt(row['ours'], unit):>10} "
             f"{_fmt(row['baseline'], unit):>10} {row['ratio']:>7.2f}"
         )
-    return 0
+    return "\n".join(lines)
+
+
+def markdown(header: dict, rows: list[dict]) -> str:
+    lines = [
+        f"One run, {header['date']}, on {header['machine']}.",
+        "",
+        "| benchmark (ours vs baseline) | ours | baseline | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        name = row["name"].replace("|", "\\|")
+        if "skipped" in row:
+            lines.append(f"| {name} | skipped: {row['skipped']} | | |")
+            continue
+        unit = row.get("unit", "s")
+        lines.append(
+            f"| {name} | {_fmt(row['ours'], unit)} | {_fmt(row['baseline'], unit)} "
+            f"| {row['ratio']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def _fmt(value: float, unit: str) -> str:

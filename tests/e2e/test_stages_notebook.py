@@ -49,6 +49,11 @@ def test_pipeline_stages_notebook(kernel_env, monkeypatch):  # noqa: F811 - the 
     assert out[
         "print(open('casa_commands.log').read().count('tclean('), 'tclean commands logged')"
     ].startswith("2 ")
+    # the nested casampi session (mpi=2): iterations done, both servers ran major cycles
+    parallel = eval(out["print(parallel[0])"])
+    assert parallel["iterations"] > 0
+    assert parallel["servers doing major cycles"] == ["MPIServer-1", "MPIServer-2"]
+    assert set(parallel["session seconds"]) == {"setup", "task", "shutdown"}
     assert out["print('rows per MS:', list(flagged))"].startswith("rows per MS: [")
     assert (
         "[(0, True), (0, True)]"
