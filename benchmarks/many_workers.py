@@ -4,7 +4,10 @@
 
 A scheduler owned by another process that calls itself a kernel (found through its
 discovery file in a private runtime directory), with N real distributed Workers over TCP,
-all in helper processes of 500 each (like batch jobs, not the scheduler's children).
+all in helper processes of 250 each (like batch jobs, not the scheduler's children), started
+at once. The helpers' workers are made light (HELPER_CONFIG: no profiler, memory monitor or
+GIL monitor, slow system monitor) so that 2 cores can hold 1,000 of them: what the scheduler
+sees of each (connection, heartbeats at Dask's own interval for the cluster size) is real.
 This process connects to it and times, side by side with raw Dask's
 ``client.scheduler_info(n_workers=-1)`` (every worker's full record, what a view of all
 workers asks for):
@@ -65,7 +68,18 @@ WORKERS = textwrap.dedent(
     """
 )
 SIZES = (500, 1000)
-PER_HELPER = 500  # workers per helper process
+PER_HELPER = 250  # workers per helper process
+#: dask config of the helper processes (never the scheduler's): what a worker does on its own
+#: every few milliseconds (profiling every 10 ms, memory checks every 100 ms, GIL polls
+#: every 1 ms) would take 1,000 workers' helpers two cores and starve the scheduler
+HELPER_CONFIG = {
+    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+    "DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL": "10s",
+    "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "10s",
+    "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__GIL__ENABLED": "False",
+    "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s",
+    "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "300s",
+}
 
 
 class Workers:
@@ -78,11 +92,15 @@ class Workers:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-            env=env,
+            env={**env, **HELPER_CONFIG},
         )
+        self.n = n
+
+    def ready(self) -> None:
+        """Wait until all ``n`` workers of this helper registered."""
         if self.proc.stdout.readline().strip() != "ready":
             self.close()
-            raise RuntimeError(f"{n} workers did not start")
+            raise RuntimeError(f"{self.n} workers did not start")
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -152,15 +170,24 @@ def bench(sizes: tuple[int, ...] = SIZES, repeat: int = 20) -> list[dict]:
             client = handle.client
             connected = 0
             for n in sorted(sizes):
+                started = []
                 while connected < n:
                     count = min(PER_HELPER, n - connected)
-                    helpers.append(Workers(address, count, connected, env))
+                    started.append(Workers(address, count, connected, env))
                     connected += count
+                helpers += started
+                t = time.perf_counter()
                 try:
+                    for helper in started:
+                        helper.ready()
                     client.wait_for_workers(n, timeout=300)
-                except TimeoutError as exc:  # a loaded machine: keep the sizes measured
-                    rows.append({"name": f"model of {n:,} workers", "skipped": str(exc)})
+                except (TimeoutError, RuntimeError) as exc:  # say how far it got
+                    got = client.scheduler_info(n_workers=0).get("n_workers")
+                    rows.append(
+                        {"name": f"model of {n:,} workers", "skipped": f"{got} of {n}: {exc}"}
+                    )
                     break
+                print(f"{n} workers up in {time.perf_counter() - t:.0f} s", file=sys.stderr)
                 assert widget.refresh()["workers"] == n
                 listing = service.list()
                 assert [c["workers"] for c in listing["clusters"]] == [n], listing["clusters"]

@@ -54,6 +54,10 @@ export class ClusterPanel extends Widget {
   private _profileRows = new Map<string, ProfileRow>();
   private _cards = new Map<string, ClusterCard>();
   private _ticks = 0;
+  /** GET /clusters requests sent so far. */
+  private _asked = 0;
+  /** Answers to requests numbered up to this are older than what is shown. */
+  private _staleUpTo = 0;
   private _actions: IViewActions;
   private _hrefs = new Map<string, string>();
   private _memory: OptionsMemory;
@@ -167,11 +171,17 @@ export class ClusterPanel extends Widget {
     });
   }
 
-  /** POST a start; the panel shows it is busy and refreshes after it. */
+  /**
+   * POST a start; the panel shows it is busy, shows the started cluster from the
+   * POST's own answer (the server read it from the scheduler once the workers were
+   * up: no guess) without waiting for a GET, and refreshes after it.
+   */
   private async _start(body: IStartRequest): Promise<IClusterModel> {
     this.node.classList.add('pj-mod-busy');
     try {
-      return await api.start(body);
+      const model = await api.start(body);
+      this._showAnswer(model);
+      return model;
     } finally {
       this.node.classList.remove('pj-mod-busy');
       void this.refresh();
@@ -196,6 +206,21 @@ export class ClusterPanel extends Widget {
     }
   }
 
+  /**
+   * Show `model`, the answer of an action, in the cluster list at once. A GET sent
+   * before it may answer after it with an older list: that answer is dropped.
+   */
+  private _showAnswer(model: IClusterModel): void {
+    this._staleUpTo = this._asked;
+    const index = this.clusters.findIndex(c => c.id === model.id);
+    // A new cluster goes last; the refresh after the action puts it in server order.
+    this.clusters =
+      index >= 0
+        ? this.clusters.map(c => (c.id === model.id ? model : c))
+        : [...this.clusters, model];
+    this._renderClusters(this.clusters);
+  }
+
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     void this.poll.refresh();
@@ -212,8 +237,12 @@ export class ClusterPanel extends Widget {
         this.profiles = await api.profiles();
         this._renderProfiles(this.profiles);
       }
-      this.clusters = (await api.clusters()).clusters;
-      this._renderClusters(this.clusters);
+      const asked = ++this._asked;
+      const clusters = (await api.clusters()).clusters;
+      if (asked > this._staleUpTo) {
+        this.clusters = clusters;
+        this._renderClusters(this.clusters);
+      }
       this._ticks += 1;
       this._pollError = '';
     } catch (error) {

@@ -95,7 +95,8 @@ class ClusterHandle:
 
     def _summary(self, timeout: float, rows: int | None) -> dict[str, Any]:
         """Totals over every worker and the first ``rows`` worker records (None: all),
-        computed on the scheduler by an RPC this handle adds to it once (worker_summary.py).
+        computed on the scheduler by an RPC this handle adds to it once (worker_summary.py);
+        every worker's name only for an owner (its backend tells queued jobs by name).
         A scheduler that cannot take it is asked for its full identity from then on, as
         before: the same numbers, at the full price."""
         if self._summary_works:
@@ -112,7 +113,10 @@ class ClusterHandle:
                     self._summary_installed = True
                 call = getattr(self.client.scheduler, worker_summary.HANDLER)
                 got = self.client.sync(
-                    call, rows=-1 if rows is None else rows, callback_timeout=timeout
+                    call,
+                    rows=-1 if rows is None else rows,
+                    names=self.owned,
+                    callback_timeout=timeout,
                 )
                 if isinstance(got, dict):
                     return got
