@@ -5,6 +5,13 @@
 The single node of ci/slurm.sh declares 64 CPUs (more than the machine has) so that 50
 one-core jobs run at once; each asks 256 MiB and a 10-minute walltime.
 
+Both starts run with death_timeout=300 (DEATH_TIMEOUT): the nanny's death_timeout bounds a
+worker's whole start (two Python processes importing distributed), and 50 such starts on
+2 real cores take 40-60 s, more under load. With dask-jobqueue's default 60 s (ours too)
+the nannies of the slower jobs end them (exit 1), nothing resubmits them, and
+wait_for_workers waits to its timeout: that, on either side, was the "12 of 50 workers in
+600 s" of an earlier loaded run. The SIGKILL rows keep the defaults.
+
 1. start: ``pipejupyter.start("slurm", workers=50)`` against ``SLURMCluster(...)`` +
    ``Client`` + ``scale(50)`` + ``wait_for_workers(50)``, one after the other.
 2. SIGKILL: a Jupyter kernel that owns 50 jobs is killed with SIGKILL; seconds until
@@ -31,6 +38,8 @@ from slurm_start import ROOT, jobs_in, partition, slurm_up, wait_empty  # noqa: 
 JOBS = 50
 MEMORY = "256MiB"
 WALLTIME = "00:10:00"
+TIMEOUT = 600  # seconds either side may take to reach its workers
+DEATH_TIMEOUT = 300  # both starts: 50 worker starts on 2 real cores (see above)
 
 
 def start_ours(n: int) -> float:
@@ -40,9 +49,13 @@ def start_ours(n: int) -> float:
     handle = pipejupyter.start(
         "slurm",
         workers=n,
-        overrides=[f"cluster_kwargs.memory={MEMORY}", f"cluster_kwargs.walltime={WALLTIME}"],
+        overrides=[
+            f"cluster_kwargs.memory={MEMORY}",
+            f"cluster_kwargs.walltime={WALLTIME}",
+            f"cluster_kwargs.death_timeout={DEATH_TIMEOUT}",
+        ],
         set_default=False,
-        timeout=600,
+        timeout=TIMEOUT,
     )
     elapsed = time.perf_counter() - t
     handle.stop()
@@ -51,20 +64,25 @@ def start_ours(n: int) -> float:
 
 def start_raw(n: int) -> float:
     from dask_jobqueue import SLURMCluster
-    from timing import time_to_workers
+    from distributed import Client
 
-    return time_to_workers(
-        lambda: SLURMCluster(
-            cores=1,
-            processes=1,
-            memory=MEMORY,
-            queue=partition(),
-            walltime=WALLTIME,
-            scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
-        ),
-        n,
-        scale=True,
+    t = time.perf_counter()
+    cluster = SLURMCluster(
+        cores=1,
+        processes=1,
+        memory=MEMORY,
+        queue=partition(),
+        walltime=WALLTIME,
+        death_timeout=DEATH_TIMEOUT,
+        scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
     )
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            cluster.scale(n)
+            client.wait_for_workers(n, timeout=TIMEOUT)
+            return time.perf_counter() - t
+    finally:
+        cluster.close()
 
 
 OURS_CELL = """

@@ -5,8 +5,9 @@
 1. start: ``pipejupyter.start("slurm", workers=2)`` (which checks the partition, asks
    ``sbatch --test-only``, submits synchronously and waits) against ``SLURMCluster(...)``
    + ``Client`` + ``scale(2)`` + ``wait_for_workers(2)``, interleaved.
-2. SIGKILL: a Jupyter kernel that owns 3 workers on a 2-CPU node (2 jobs running, 1
-   pending) is killed with SIGKILL; seconds until ``squeue`` shows none of its jobs.
+2. SIGKILL: a Jupyter kernel that owns 3 workers, each job booking half the node's CPUs
+   (2 jobs running, 1 pending), is killed with SIGKILL; seconds until ``squeue`` shows
+   none of its jobs.
    Baseline: the same with raw dask-jobqueue in the kernel (no scheduler probe).
 """
 
@@ -105,16 +106,22 @@ def bench_start(n: int = 2, repeat: int = 3) -> dict:
     }
 
 
+# Each job books half the node's CPUs (job_cpu; the worker keeps one thread), so two run
+# and the third waits in the queue however many CPUs ci/slurm.sh declares. Without it all
+# three run, and the third is often caught starting when the kernel dies: it then waits
+# out its death_timeout (60 s) on either side, and the row measures that race.
 OURS_CELL = f"""
 import pipejupyter
-h = pipejupyter.start("slurm", workers=3, wait=False, overrides=["cluster_kwargs.memory={MEMORY}"])
+h = pipejupyter.start("slurm", workers=3, wait=False,
+                      overrides=["cluster_kwargs.memory={MEMORY}",
+                                 "cluster_kwargs.job_cpu={{half}}"])
 h.wait_for_workers(2, timeout=120)
 """
 RAW_CELL = f"""
 from dask_jobqueue import SLURMCluster
 from distributed import Client
 c = SLURMCluster(cores=1, processes=1, memory="{MEMORY}", queue="{{partition}}",
-                 walltime="01:00:00",
+                 walltime="01:00:00", job_cpu={{half}},
                  scheduler_options={{{{"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}}})
 cl = Client(c)
 c.scale(3)
@@ -143,15 +150,20 @@ def kill_kernel_owning_cluster(cell: str, directory: str) -> float:
         km.cleanup_resources()
 
 
+def node_cpus() -> int:
+    out = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=10)
+    return int(out.stdout.split()[0])
+
+
 def bench_sigkill(repeat: int = 1) -> dict:
     ours, base = [], []
+    half = max(1, node_cpus() // 2)
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as directory:
-            ours.append(kill_kernel_owning_cluster(OURS_CELL, directory))
+            ours.append(kill_kernel_owning_cluster(OURS_CELL.format(half=half), directory))
         with tempfile.TemporaryDirectory() as directory:
-            base.append(
-                kill_kernel_owning_cluster(RAW_CELL.format(partition=partition()), directory)
-            )
+            raw = RAW_CELL.format(partition=partition(), half=half)
+            base.append(kill_kernel_owning_cluster(raw, directory))
     o, b = statistics.median(ours), statistics.median(base)
     return {
         "name": "kernel SIGKILL (2 running + 1 pending job) to empty queue vs raw",

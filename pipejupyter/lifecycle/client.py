@@ -21,6 +21,7 @@ def release_failed_client(exc: BaseException) -> None:
     from distributed import Client
 
     seen: set[int] = set()
+    found = False
     pending: list[BaseException | None] = [exc]
     while pending:
         current = pending.pop()
@@ -32,6 +33,7 @@ def release_failed_client(exc: BaseException) -> None:
             candidate = tb.tb_frame.f_locals.get("self")
             if isinstance(candidate, Client) and id(candidate) not in seen:
                 seen.add(id(candidate))
+                found = True
                 with contextlib.suppress(Exception):
                     candidate.close(timeout=2)
                 with contextlib.suppress(
@@ -41,7 +43,10 @@ def release_failed_client(exc: BaseException) -> None:
             tb = tb.tb_next
         traceback.clear_frames(current.__traceback__)
         pending += [current.__cause__, current.__context__]
-    gc.collect()
+    # Only when a half-made Client was found: a full collection costs 50-100 ms in a
+    # kernel with Dask loaded, which every other failed start (a gateway's 401) would pay.
+    if found:
+        gc.collect()
 
 
 def make_default_client(client: Any) -> None:

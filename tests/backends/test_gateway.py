@@ -180,12 +180,26 @@ def test_cluster_made_elsewhere_is_listed_connected_and_stopped_by_the_cli(gw, i
 # -- errors: clear, bounded, nothing left -----------------------------------------------
 
 
+def _armed_gateways() -> int:
+    """dask-gateway Gateway objects whose __del__ would still close through their loop (run
+    by a collection on that loop's thread, it deadlocks it)."""
+    import gc
+
+    from dask_gateway import Gateway
+
+    return sum(isinstance(o, Gateway) and "_loop_runner" in vars(o) for o in gc.get_objects())
+
+
 @pytest.mark.gateway
 def test_wrong_password_is_a_clear_error_and_leaves_nothing(gw, monkeypatch):
     monkeypatch.setenv("PJ_WRONG_PASSWORD", "wrong-password-7f3a")
+    armed = _armed_gateways()
     box = bounded(
         lambda: pipejupyter.start("gw", overrides=["auth.password_env=PJ_WRONG_PASSWORD"])
     )
+    # A failed start collects no garbage (50-100 ms in a kernel with Dask loaded): it
+    # leaves no Gateway that a later collection, on whatever thread, would close again.
+    assert _armed_gateways() == armed
     error = box.get("error")
     assert isinstance(error, ClusterError), box
     assert "rejected the credentials" in str(error)

@@ -292,6 +292,27 @@ def test_local_style_keys_become_per_job_sizes(isolated):
     assert any("memory_limit='2GiB' per worker" in n for n in spec.notes)
 
 
+def test_death_timeout_from_the_profile_or_dask_config_is_kept(isolated):
+    import dask
+
+    spec = load_config(overrides=["profiles.slurm.cluster_kwargs.death_timeout=45"]).resolve(
+        "slurm"
+    )
+    assert spec.cluster_kwargs["death_timeout"] == 45
+    # A user's own jobqueue config (not dask-jobqueue's shipped 60) is what raw
+    # SLURMCluster would use: keep it, and say where it came from.
+    with dask.config.set({"jobqueue.slurm.death-timeout": 900}):
+        spec = load_config().resolve("slurm")
+        text = manager.dry_run("slurm")
+    assert spec.cluster_kwargs["death_timeout"] == 900
+    assert spec.origin["cluster_kwargs.death_timeout"] == "dask config jobqueue.slurm.death-timeout"
+    assert "--death-timeout 900" in text
+    spec = load_config(
+        overrides=["profiles.slurm.dask_config.jobqueue.slurm.death-timeout=120"]
+    ).resolve("slurm")
+    assert spec.cluster_kwargs["death_timeout"] == 120
+
+
 def test_batch_defaults_loopback_one_worker_death_timeout(isolated, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_PARTITION", raising=False)
     monkeypatch.delenv("SLURM_JOB_NAME", raising=False)
@@ -299,6 +320,7 @@ def test_batch_defaults_loopback_one_worker_death_timeout(isolated, monkeypatch)
     assert spec.workers == 1
     assert spec.scheduler == {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
     assert spec.cluster_kwargs["death_timeout"] == 60
+    assert spec.origin["cluster_kwargs.death_timeout"] == "default"
     assert spec.cluster_kwargs["job_name"] == "pipejupyter-slurm"
     assert "queue" not in spec.cluster_kwargs
     # An interface means "bind there": no loopback default then, and the dashboard follows

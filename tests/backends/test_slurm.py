@@ -106,6 +106,31 @@ def test_lifecycle_jobs_in_squeue_scale_adapt_logs_stop(isolated):
     print(f"queue empty {seconds:.1f} s after stop()")
 
 
+def test_eight_small_one_core_jobs_all_connect(isolated):
+    """Many jobs starting at once on one node: every worker connects (none is ended by its
+    nanny's death_timeout, which bounds the worker's whole start, two Python imports; 50 of
+    these jobs on 2 real cores took over 60 s, dask-jobqueue's default, under load)."""
+    from pipejupyter.backends.jobqueue.base import DEFAULT_DEATH_TIMEOUT
+
+    handle = pipejupyter.start(
+        "slurm",
+        workers=8,
+        overrides=["cluster_kwargs.memory=256MiB", "cluster_kwargs.walltime=00:10:00"],
+        timeout=240,
+    )
+    assert handle.model()["workers"] == 8
+    assert len(jobs_under(isolated)) == 8
+    job_logs = {k: v for k, v in handle.logs(lines=400).items() if k.startswith("job ")}
+    text = "\n".join(line for lines in job_logs.values() for line in lines)
+    assert text.count("Registered to:") == 8, sorted(job_logs)
+    assert "Timed out connecting Nanny" not in text
+    script = pipejupyter.dry_run("slurm", overrides=["cluster_kwargs.memory=256MiB"])
+    assert f"--death-timeout {DEFAULT_DEATH_TIMEOUT}" in script
+    assert "--memory-limit 256.00MiB" in script
+    handle.stop()
+    assert wait_no_jobs(isolated, timeout=30) is not None, jobs_under(isolated)
+
+
 def test_stop_cancels_pending_jobs_too(isolated):
     handle = pipejupyter.start(
         "slurm", workers=3, wait=False, overrides=[*SMALL, *half_node()], timeout=120

@@ -18,7 +18,6 @@ Secrets come from environment variables (``password_env``, ``api_token_env``, ``
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 import warnings
@@ -298,8 +297,10 @@ class GatewayBackend(Backend):
                 self.close(timeout=20)  # nothing half-started: the cluster, if submitted, goes
             except Exception as exc:  # the first error is the one to report
                 logger.warning("cleaning up after a failed start: %s", exc)
-            # Collect what the failed calls left here, on this thread, never on the loop's.
-            gc.collect()
+            # No gc.collect() here: a full collection costs 50-100 ms in a kernel with Dask
+            # loaded, and the one object it used to defuse, the session's Gateway (whose
+            # __del__ would sync with its loop from the loop's thread), is disarmed by
+            # session.close(). We never build GatewayCluster objects (see session.py).
             raise
 
     def _connect_existing(self) -> None:

@@ -60,7 +60,16 @@ CLUSTER_KEYS = frozenset(
         "scheduler_cls",
     }
 )
+#: Seconds a worker may take from its nanny's start until it is registered with the
+#: scheduler: distributed bounds the worker's whole start with death_timeout (two Python
+#: processes importing distributed), not only finding the scheduler. dask-jobqueue's 60 s;
+#: a node or filesystem where many jobs start at once may need more (50 one-core jobs on
+#: the 2 real cores of the test node took 39-46 s quiet, over 60 s under load): set
+#: cluster_kwargs.death_timeout or dask's jobqueue.<scheduler>.death-timeout. Longer is
+#: not free: a job that is starting when its owner dies holds its allocation that long.
 DEFAULT_DEATH_TIMEOUT = 60
+#: dask-jobqueue's own default for jobqueue.<scheduler>.death-timeout (jobqueue.yaml)
+JOBQUEUE_DEATH_TIMEOUT = 60
 DRY_RUN_SCHEDULER = "tcp://SCHEDULER-ADDRESS:PORT"
 SUBMIT_TIMEOUT = 120
 _log_counter = itertools.count(1)
@@ -115,7 +124,7 @@ class JobQueueBackend(ClusterClassBackend):
                     )
             if host is not None or not interface:
                 spec.scheduler["dashboard_address"] = f"{host}:0" if host else ":0"
-        kwargs.setdefault("death_timeout", DEFAULT_DEATH_TIMEOUT)
+        _default_death_timeout(spec, kwargs.get("config_name") or cls.config_name)
 
     @classmethod
     def workers_per_job(cls, spec: ClusterSpec) -> int:
@@ -464,6 +473,23 @@ def _security(value: Any, source: str | None) -> Any:
     if value in (True, "tls", "temporary"):
         return True
     return make_security(value, source=source)
+
+
+def _default_death_timeout(spec: ClusterSpec, config_name: str) -> None:
+    """Keep a profile's death_timeout or one set in dask's jobqueue config, else ours."""
+    import dask
+
+    if spec.cluster_kwargs.get("death_timeout") is not None:
+        return
+    key = f"jobqueue.{config_name}.death-timeout"
+    with dask.config.set(spec.dask_config or {}):  # the profile's dask_config counts too
+        configured = dask.config.get(key, None)
+    if configured is not None and configured != JOBQUEUE_DEATH_TIMEOUT:
+        spec.cluster_kwargs["death_timeout"] = configured
+        spec.origin.setdefault("cluster_kwargs.death_timeout", f"dask config {key}")
+        return
+    spec.cluster_kwargs["death_timeout"] = DEFAULT_DEATH_TIMEOUT
+    spec.origin.setdefault("cluster_kwargs.death_timeout", "default")
 
 
 def _default_job_name(spec: ClusterSpec, config_name: str, fallback: str) -> None:
