@@ -95,10 +95,19 @@ export interface IProfileModel {
   origin?: Record<string, string>;
   /** Why the profile cannot be used as configured (server-side check). */
   error?: string | null;
+  /**
+   * What starting it would warn about ("file:line: text", as the CLI prints them),
+   * at most 20; `warnings_more` counts the rest. Absent from older servers.
+   */
+  warnings?: string[];
+  warnings_more?: number;
 }
 
 export interface IProfileList {
   default: string | null;
+  /** Warnings of the configuration as a whole (also in every profile's list). */
+  warnings?: string[];
+  warnings_more?: number;
   profiles: IProfileModel[];
 }
 

@@ -75,6 +75,30 @@ export function profileSizing(profile: IProfileModel): string {
   return parts.join(' · ');
 }
 
+/** Warnings listed one by one in a card's tooltip (the rest are counted). */
+const MAX_WARNINGS_SHOWN = 20;
+
+/** The warnings of a profile as one text (the marker's tooltip), or '' when none. */
+export function profileWarnings(profile: IProfileModel): {
+  count: number;
+  text: string;
+} {
+  const all = Array.isArray(profile.warnings) ? profile.warnings : [];
+  // The server sends at most 20; an older or broken one is bounded here too.
+  const shown = all.slice(0, MAX_WARNINGS_SHOWN);
+  const more =
+    all.length -
+    shown.length +
+    (Number.isInteger(profile.warnings_more)
+      ? Math.max(0, profile.warnings_more as number)
+      : 0);
+  const lines = shown.map(text => String(text).slice(0, 500));
+  if (more > 0) {
+    lines.push(`... and ${plural(more, 'more warning')}`);
+  }
+  return { count: shown.length + more, text: lines.join('\n') };
+}
+
 /** One profile with its Start control. */
 export class ProfileRow {
   readonly node: HTMLElement;
@@ -82,6 +106,10 @@ export class ProfileRow {
   private _backend = h('span', { class: 'pj-badge pj-profile-backend' });
   private _sizing = h('div', { class: 'pj-profile-sizing' });
   private _error = h('div', { class: 'pj-profile-error' });
+  private _warnings = h('span', {
+    class: 'pj-badge pj-profile-warnings',
+    role: 'img'
+  });
   private _workers = numberInput('workers', 1, 0, 'workers');
   private _adaptToggle = h('input', {
     type: 'checkbox',
@@ -118,7 +146,11 @@ export class ProfileRow {
       input.addEventListener('input', () => (this._touched = true));
     }
     this.node = h('li', { class: 'pj-profile', 'data-profile': profile.name }, [
-      h('div', { class: 'pj-row' }, [this._title, this._backend]),
+      h('div', { class: 'pj-row' }, [
+        this._title,
+        this._backend,
+        this._warnings
+      ]),
       this._sizing,
       this._error,
       h('div', { class: 'pj-row pj-controls' }, [
@@ -148,6 +180,19 @@ export class ProfileRow {
     this._error.textContent = profile.error ?? '';
     this._error.hidden = !profile.error;
     this.node.classList.toggle('pj-mod-invalid', !!profile.error);
+    const warnings = profileWarnings(profile);
+    this._warnings.hidden = warnings.count === 0;
+    this._warnings.textContent =
+      warnings.count === 0 ? '' : `\u26a0 ${warnings.count}`;
+    this._warnings.title = warnings.text;
+    if (warnings.count === 0) {
+      this._warnings.removeAttribute('aria-label');
+    } else {
+      this._warnings.setAttribute(
+        'aria-label',
+        `${plural(warnings.count, 'configuration warning')}: ${warnings.text}`
+      );
+    }
   }
 
   /**

@@ -48,6 +48,14 @@ MAX_JSON_DEPTH = 32
 #: the configuration key that bounds worker counts (never settable by a request)
 LIMIT_KEY = "max_workers"
 MAX_OVERRIDES = 1000
+#: configuration warnings listed one by one per profile (and for the whole config); the
+#: rest are counted in ``warnings_more``, so a hostile file cannot bloat the profile list
+MAX_WARNINGS = 20
+#: characters kept of one warning (a repeated key's path may be as long as the file allows)
+MAX_WARNING_CHARS = 500
+#: warning texts in one profile list as a whole: file-level warnings apply to every profile,
+#: so without this a file with thousands of profiles would repeat them thousands of times
+MAX_WARNINGS_TOTAL = 200
 
 
 class ServiceError(PipejupyterError):
@@ -278,10 +286,36 @@ def profile_list(config: Any = None) -> dict[str, Any]:
         cfg = load_config_cached(config)
     except PipejupyterError as exc:
         raise http_error(exc) from None
-    return {
+    listing = {
         "default": cfg.default_profile,
+        **bounded_warnings(cfg.warnings),
         "profiles": [profile_model(cfg, name) for name in cfg.profile_names],
     }
+    _within_total(listing, MAX_WARNINGS_TOTAL)
+    return listing
+
+
+def _within_total(listing: dict[str, Any], total: int) -> None:
+    """Keep at most ``total`` warning texts in the whole listing (the config's own first, then
+    the profiles' in order); the texts dropped from a model are added to its
+    ``warnings_more``, so every count stays true."""
+    budget = total
+    for model in (listing, *listing["profiles"]):
+        shown = model.get("warnings") or []
+        if len(shown) > budget:
+            model["warnings_more"] = model.get("warnings_more", 0) + len(shown) - budget
+            model["warnings"] = shown[:budget]
+        budget -= len(model.get("warnings") or [])
+
+
+def bounded_warnings(warnings: list[str]) -> dict[str, Any]:
+    """``{"warnings": [...], "warnings_more": n}``: at most MAX_WARNINGS texts (each cut to
+    MAX_WARNING_CHARS), in order, and how many were left out."""
+    shown = [
+        text if len(text) <= MAX_WARNING_CHARS else text[: MAX_WARNING_CHARS - 3] + "..."
+        for text in map(str, warnings[:MAX_WARNINGS])
+    ]
+    return {"warnings": shown, "warnings_more": max(len(warnings) - MAX_WARNINGS, 0)}
 
 
 def profile_options(name: str, config: Any = None) -> dict[str, Any]:
@@ -323,6 +357,7 @@ def profile_model(cfg: Any, name: str) -> dict[str, Any]:
             "description": body.get("description") or "",
             "origin": {"profile": cfg.where(("profiles", name))},
             "error": str(exc),
+            **bounded_warnings(cfg.warnings),
         }
     cores_key, cores = _first(spec.cluster_kwargs, _CORES_KEYS)
     memory_key, memory = _first(spec.cluster_kwargs, _MEMORY_KEYS)
@@ -353,7 +388,15 @@ def profile_model(cfg: Any, name: str) -> dict[str, Any]:
         "memory": memory,
         "description": spec.description,
         "origin": {k: v for k, v in origin.items() if v},
+        # What starting it would raise as ConfigWarning: the profile's own first (e.g. a
+        # network interface this machine lacks), so many file-level ones cannot hide them.
+        **bounded_warnings(_own_first(spec.warnings, cfg.warnings)),
     }
+
+
+def _own_first(warnings: list[str], config_wide: list[str]) -> list[str]:
+    shared = set(config_wide)
+    return [w for w in warnings if w not in shared] + [w for w in warnings if w in shared]
 
 
 def _first(kwargs: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, Any]:

@@ -333,3 +333,66 @@ def test_hostile_models_from_the_server_are_refused_by_the_panel(lab):
             raise
         finally:
             _shutdown_kernels(lab)
+
+
+# Repeated keys in a CASA-format file: PyYAML's reading, with a warning each; one key is
+# named like HTML (its warning must stay text).
+WARNING_CONFIG = (
+    "casaconfig:\n"
+    "  logfile: null\n"
+    '  "<img src=x onerror=window.__pwned=1>": 1\n'
+    "  logfile: null\n"
+    '  "<img src=x onerror=window.__pwned=1>": 2\n'
+)
+
+
+def test_configuration_warnings_show_on_the_profile_cards_as_text(lab):
+    """A config file with repeated keys: each profile card shows a warning marker whose
+    tooltip and aria-label hold the warnings, file:line first, as text; a profile without
+    warnings shows none, and a bounded list shows its full count."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
+    config = Path(lab.work) / "config.yaml"
+    config.write_text(WARNING_CONFIG)
+
+    def add_profiles(route) -> None:
+        response = route.fetch()
+        data = response.json()
+        local = next(p for p in data["profiles"] if p["name"] == "local")
+        data["profiles"] += [
+            {**local, "name": "quiet", "warnings": [], "warnings_more": 0},
+            {**local, "name": "many", "warnings": ["a:1: x"] * 20, "warnings_more": 7},
+        ]
+        route.fulfill(response=response, json=data)
+
+    try:
+        with chromium_page() as page:
+            try:
+                page.route(re.compile(r"/pipejupyter/profiles(\?[^/]*)?$"), add_profiles)
+                open_lab(page, lab)
+                panel = _open_panel(page)
+                marker = panel.locator('li.pj-profile[data-profile="local"] .pj-profile-warnings')
+                expect(marker).to_be_visible()
+                expect(marker).to_have_text("\u26a0 2")
+                first = f"{config}:4: casaconfig.logfile is written twice (lines 2 and 4)"
+                title = marker.get_attribute("title") or ""
+                assert title.splitlines()[0].startswith(first), title
+                assert f"{config}:5: casaconfig.<img src=x onerror=window.__pwned=1> " in title
+                label = marker.get_attribute("aria-label") or ""
+                assert label.startswith(f"2 configuration warnings: {first}"), label
+                assert panel.locator("img").count() == 0
+                assert page.evaluate("window.__pwned === undefined")
+                quiet = panel.locator('li.pj-profile[data-profile="quiet"] .pj-profile-warnings')
+                expect(quiet).to_have_count(1)
+                expect(quiet).to_be_hidden()
+                many = panel.locator('li.pj-profile[data-profile="many"] .pj-profile-warnings')
+                expect(many).to_have_text("\u26a0 27")
+                expect(many).to_have_attribute("title", re.compile(r"and 7 more warnings$"))
+            except Exception:
+                _fail_artifacts(page, lab, "panel-config-warnings")
+                raise
+    finally:
+        config.unlink()
+        # JupyterLab restores the layout of the tests before: their notebook's kernel
+        _shutdown_kernels(lab)
