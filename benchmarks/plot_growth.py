@@ -65,6 +65,9 @@ def draw(curves: dict[str, dict[int, dict]], out: Path) -> Path:
     ax.plot(ns, ys, "o-", label="kernel peak growth")
     ns, ys = _series(curves, "kernel peak RSS", "baseline", 1.0, per_item=True)
     ax.plot(ns, ys, "s--", label="the result itself")
+    ns, ys = _series(curves, "kernel RSS overhead", "ours")
+    if ns:
+        ax.plot(ns, ys, "^-", label="growth minus the result")
     ax.set_title("memory per item (bytes)")
     ax.legend(fontsize=7)
     ax = axes[2]

@@ -180,6 +180,17 @@ def rows_from(found: list[dict]) -> list[dict]:
                     "unit": "s",
                 }
             )
+        if f["kind"] == "noop" and first is not None:
+            # O(batch) means this stays flat as N grows: what the run holds beyond its result.
+            rows.append(
+                {
+                    "name": f"{label}, kernel RSS overhead per item (peak growth minus the"
+                    f" result) vs {first['n']:,} no-op items",
+                    "ours": max(0, f["peak_growth"] - f["result_bytes"]) / n,
+                    "baseline": max(1, first["peak_growth"] - first["result_bytes"]) / first["n"],
+                    "unit": "B/item",
+                }
+            )
         rows += [
             {
                 "name": f"{label}, kernel peak RSS growth vs the result's own size",

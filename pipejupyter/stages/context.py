@@ -19,12 +19,13 @@ import pickle
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pipejupyter.errors import PipejupyterError
 from pipejupyter.processes import pid_alive
+from pipejupyter.stages.bulk import paused_gc
 from pipejupyter.stages.results import ItemFailure, StageResult
 
 DIRNAME = ".pipejupyter"
@@ -32,6 +33,7 @@ FILENAME = "context.sqlite"
 INLINE_LIMIT = 64 * 1024
 FLUSH_SECONDS = 0.5
 FLUSH_ROWS = 5000
+FETCH_ROWS = 10_000  # rows per fetch when a run reads its stage's stored items
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT NOT NULL, work TEXT, keys TEXT,
@@ -126,14 +128,18 @@ class ContextStore:
         )
         return int(cur.lastrowid)
 
-    def succeeded(self, stage: str) -> dict[str, tuple[str, bytes | None, str | None]]:
-        """key -> (fingerprint, inline result, result file) of items that succeeded."""
-        rows = self.conn.execute(
+    def succeeded(self, stage: str) -> Iterator[tuple[str, str, bytes | None, str | None]]:
+        """(key, fingerprint, inline result, result file) of every item that succeeded,
+        streamed from one query: a re-run of a million items holds one row at a time here,
+        not a dict of them all."""
+        cursor = self.conn.execute(
             "SELECT key, fingerprint, result, result_file FROM items"
             " WHERE stage = ? AND status = 'done'",
             (stage,),
         )
-        return {k: (fp, blob, path) for k, fp, blob, path in rows}
+        cursor.arraysize = FETCH_ROWS
+        while rows := cursor.fetchmany():
+            yield from rows
 
     def record_item(
         self,
@@ -451,36 +457,54 @@ def results(stage: str, *, workdir: str | os.PathLike | None = None) -> StageRes
                 (stage, run[0]),
             ).fetchone()[0]
         keys = json.loads(stored)
-        rows = {
-            r[0]: r[1:]
-            for r in conn.execute(
-                "SELECT key, status, result, result_file, error, attempts FROM items"
-                " WHERE stage = ?",
-                (stage,),
-            )
-        }
-    store_dir = path.parent
-    values, failed = [], {}
-    for key in keys:
-        status, blob, result_file, error, n = rows.get(key, ("missing", None, None, None, 0))
-        if status == "done":
-            if result_file:
-                blob = (store_dir / result_file).read_bytes()
-            values.append(pickle.loads(blob) if blob is not None else None)
-        else:
+        with paused_gc():
+            return _stored_result(conn, stage, run[0], keys, path.parent)
+
+
+def _stored_result(
+    conn: sqlite3.Connection, stage: str, run_id: int, keys: list[str], store_dir: Path
+) -> StageResult:
+    """Stored rows placed at their key's position, streamed (no key -> row dict)."""
+    position = dict(zip(keys, range(len(keys)), strict=True))
+    values: list[Any] = [None] * len(keys)
+    found = bytearray(len(keys))  # 1: a success was placed at this position
+    not_done: dict[int, tuple[str, str | None, int | None]] = {}
+    cursor = conn.execute(
+        "SELECT key, status, result, result_file, error, attempts FROM items WHERE stage = ?",
+        (stage,),
+    )
+    cursor.arraysize = FETCH_ROWS
+    loads = pickle.loads
+    while rows := cursor.fetchmany():
+        for key, status, blob, result_file, error, n in rows:
+            i = position.get(key)
+            if i is None:
+                continue  # an item of an earlier run with other inputs
+            if status == "done":
+                if result_file:
+                    blob = (store_dir / result_file).read_bytes()
+                values[i] = loads(blob) if blob is not None else None
+                found[i] = 1
+            else:
+                not_done[i] = (status, error, n)
+    failed: dict[str, ItemFailure] = {}
+    if found.count(1) < len(keys):  # some item failed or has no row
+        for i, key in enumerate(keys):  # input order, as a run's own result has them
+            if found[i]:
+                continue
+            status, error, n = not_done.get(i, ("missing", None, 0))
             failure = ItemFailure(
                 key, error or f"no result recorded (status {status})", attempts=n or 0
             )
             failed[key] = failure
-            values.append(failure)
-    done = len(keys) - len(failed)
+            values[i] = failure
     return StageResult(
         values,
         keys,
         stage=stage,
         failed=failed,
-        stats={"done": done, "failed": len(failed)},
-        run_id=run[0],
+        stats={"done": len(keys) - len(failed), "failed": len(failed)},
+        run_id=run_id,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipejupyter.errors import PipejupyterError
+from pipejupyter.stages.bulk import paused_gc
 from pipejupyter.work.fingerprint import digest, token
 
 #: key of the single item of a stage that runs once (no items)
@@ -79,14 +80,19 @@ def resolve_items(items: Any) -> list[Item]:
         raise InputError("items must be a list, dict, glob pattern or mapfile, not bytes")
     if isinstance(items, Iterable):
         values = list(items)
-        if any(isinstance(v, Item) for v in values):
-            return [v if isinstance(v, Item) else Item(str(i), v) for i, v in enumerate(values)]
-        return [Item(k, v) for k, v in zip(_list_keys(values), values, strict=True)]
+        with paused_gc():  # a million Items: no collection walking them as they are made
+            return _list_items(values)
     raise InputError(
         f"cannot iterate over items of type {type(items).__name__}; "
         "accepted: a list/tuple/range, a dict, a glob pattern, pipejupyter.glob(...), "
         "or a LOFAR mapfile (pipejupyter.mapfile(path))"
     )
+
+
+def _list_items(values: list[Any]) -> list[Item]:
+    if any(issubclass(kind, Item) for kind in set(map(type, values))):
+        return [v if isinstance(v, Item) else Item(str(i), v) for i, v in enumerate(values)]
+    return [Item(k, v) for k, v in zip(_list_keys(values), values, strict=True)]
 
 
 def _key_text(key: Any) -> str:
@@ -96,6 +102,17 @@ def _key_text(key: Any) -> str:
 def _list_keys(values: list[Any]) -> list[str]:
     """Keys for list items: the values themselves when they are short, unique scalars
     (file names survive re-ordering), else their positions."""
+    kinds = set(map(type, values))
+    if kinds == {int}:  # range(10**6) and the like: the same keys as below, in C loops
+        if len(set(values)) == len(values):
+            keys = list(map(repr, values))
+            if max(map(len, keys)) <= 200:
+                return keys
+        return [str(i) for i in range(len(values))]
+    if kinds == {str}:
+        if len(set(values)) == len(values) and all(0 < len(k) <= 200 for k in values):
+            return values
+        return [str(i) for i in range(len(values))]
     scalars = (str, int, float, Path)
     if values and all(isinstance(v, scalars) and not isinstance(v, bool) for v in values):
         keys = [os.fspath(v) if isinstance(v, (str, Path)) else repr(v) for v in values]
@@ -223,8 +240,15 @@ def item_fingerprinter(work_fingerprint: str) -> Callable[[Any], str]:
 
     def fingerprint(value: Any) -> str:
         h = prefix.copy()
-        h.update(token(value).encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
+        kind = type(value)
+        # The commonest item values, tokenized inline (the same text as token() gives).
+        if kind is int:
+            text = f"int:{value!r}"
+        elif kind is str:
+            text = f"str:{len(value)}:{value!r}"
+        else:
+            text = token(value)
+        h.update(text.encode("utf-8", "surrogatepass") + b"\x00")
         return h.hexdigest()
 
     return fingerprint

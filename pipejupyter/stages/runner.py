@@ -17,7 +17,7 @@ import time
 import uuid
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from pipejupyter.errors import StageError
 from pipejupyter.stages.batch_planning import BatchPlanner
+from pipejupyter.stages.bulk import paused_gc
 from pipejupyter.stages.context import ContextStore
 from pipejupyter.stages.inputs import Item, item_fingerprinter
 from pipejupyter.stages.placement import check_resources, cpu_resources, host_restrictions
@@ -47,6 +48,34 @@ class _Batch:
     group: tuple[str, ...] | None
     future: Any
     starts: list[tuple[str, float]] = field(default_factory=list)  # (worker, time) per start
+
+
+class IndexQueue:
+    """Item indices waiting to run, first in first out, 8 bytes each in one array (a deque
+    of a million ints holds a million int objects: ~36 bytes each)."""
+
+    __slots__ = ("_data", "_head")
+    COMPACT = 1 << 16  # drop the taken front once it is this long and half the array
+
+    def __init__(self, indices: Iterable[int] = ()) -> None:
+        self._data = array("q", indices)
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._data) - self._head
+
+    def append(self, index: int) -> None:
+        self._data.append(index)
+
+    def take(self, n: int) -> list[int]:
+        """The first ``n`` indices (fewer if fewer wait), removed from the queue."""
+        end = min(self._head + max(n, 0), len(self._data))
+        taken = self._data[self._head : end].tolist()
+        self._head = end
+        if self._head >= self.COMPACT and 2 * self._head >= len(self._data):
+            del self._data[: self._head]
+            self._head = 0
+        return taken
 
 
 def _load_work(blob: bytes) -> Work:
@@ -173,7 +202,7 @@ class StageRunner:
         # item index -> allowed workers, for items placed on a host (the others: anywhere)
         self.group_of: dict[int, tuple[str, ...]] = {}
         self._slots_at: float = 0.0  # time.monotonic() of the last slot count
-        self.pending: dict[tuple[str, ...] | None, deque[int]] = {}  # items waiting, per group
+        self.pending: dict[tuple[str, ...] | None, IndexQueue] = {}  # items waiting, per group
         self.order: deque[tuple[str, ...] | None] = deque()  # groups, served in turn
         self.work_arg: Any = None  # what each batch gets: PackedWork or work_future
         self.work_future: Any = None  # the shared task holding large work, if any
@@ -187,6 +216,8 @@ class StageRunner:
         try:
             todo = self._skip_done()
             groups = self._prepare(todo)  # every check before anything is submitted
+            has_todo = bool(todo)
+            del todo  # the groups hold what runs: one list of it is enough
             if self.store is not None:
                 self.run_id = self.store.begin_run(
                     self.name, self.work.describe(), self.keys, self._cluster_name()
@@ -196,7 +227,7 @@ class StageRunner:
             )
             status = "failed"
             try:
-                if todo:
+                if has_todo:
                     self._loop(groups, started)
                 status = "failed" if self.failed else "done"
             except BaseException:
@@ -224,20 +255,46 @@ class StageRunner:
         self.reporter.finish(result)
         return result
 
-    def _skip_done(self) -> list[int]:
+    def _skip_done(self) -> Sequence[int]:
+        """Take the stored result of every item whose fingerprint matches a stored success;
+        the indices of the others (what runs). One pass over the stored rows as SQLite
+        streams them: only items that have a stored success are fingerprinted, and nothing
+        per row stays in memory but its result."""
         if self.store is not None and not self.rerun:
-            previous = self.store.succeeded(self.name)
-            for i, key in enumerate(self.keys):
-                hit = previous.pop(key, None)  # what is matched need not stay in memory
-                if hit and hit[0] == self.fingerprint(self.items[i].value):
+            with paused_gc():
+                position: dict[str, int] | None = None  # key -> index, once a row is stored
+                fingerprint, items, values, load = (
+                    self.fingerprint,
+                    self.items,
+                    self.values,
+                    self.store.load,
+                )
+                loads = pickle.loads
+                skipped = 0
+                for key, stored, blob, result_file in self.store.succeeded(self.name):
+                    if position is None:
+                        position = dict(zip(self.keys, range(len(self.keys)), strict=True))
+                    i = position.get(key)
+                    if i is None or stored != fingerprint(items[i].value):
+                        continue
                     try:
-                        self.values[i] = self.store.load(hit[1], hit[2])
+                        values[i] = (
+                            loads(blob)
+                            if blob is not None and not result_file
+                            else load(blob, result_file)
+                        )
                     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
                         continue  # a lost result file: compute the item again
-                    self.counts["skipped"] += 1
+                    skipped += 1
+                del position
+                self.counts["skipped"] += skipped
+        if not self.counts["skipped"]:
+            return range(len(self.values))  # no int object per item: the first run of 10^6
+        if self.counts["skipped"] == len(self.values):
+            return []
         return [i for i, v in enumerate(self.values) if v is MISSING]
 
-    def _prepare(self, todo: list[int]) -> dict[tuple[str, ...] | None, deque[int]]:
+    def _prepare(self, todo: Sequence[int]) -> dict[tuple[str, ...] | None, IndexQueue]:
         import cloudpickle
 
         if not todo:
@@ -255,11 +312,17 @@ class StageRunner:
         check_resources(self.resources, info)
         hosts = sorted({self.items[i].host for i in todo if self.items[i].host})
         restrictions = host_restrictions(hosts, info) if hosts else {}
-        groups: dict[tuple[str, ...] | None, deque[int]] = {}
-        for i in todo:
+        groups: dict[tuple[str, ...] | None, IndexQueue] = {}
+        if not hosts:  # the usual case: one group, filled in one C loop
+            groups[None] = IndexQueue(todo)
+        for i in todo if hosts else ():
             host = self.items[i].host
-            groups.setdefault(restrictions[host] if host else None, deque()).append(i)
-        self.group_of = {i: restrictions[self.items[i].host] for i in todo if self.items[i].host}
+            groups.setdefault(restrictions[host] if host else None, IndexQueue()).append(i)
+        self.group_of = (
+            {i: restrictions[self.items[i].host] for i in todo if self.items[i].host}
+            if hosts
+            else {}
+        )
         self.resources = {**cpu_resources(self.client, self.work.cpus()), **self.resources}
         if self.per_worker is not None:
             resource = f"pipejupyter-per-worker-{self.per_worker}"
@@ -281,7 +344,7 @@ class StageRunner:
         return None
 
     # -- the loop --------------------------------------------------------------------------
-    def _loop(self, groups: dict[tuple[str, ...] | None, deque[int]], started: float) -> None:
+    def _loop(self, groups: dict[tuple[str, ...] | None, IndexQueue], started: float) -> None:
         self.pending = groups
         self.order = deque(groups)
         self.client.subscribe_topic(self.topic, lambda event: self.queue.put(("event", event[1])))
@@ -331,7 +394,7 @@ class StageRunner:
             self.order.rotate(-1)
             waiting = self.pending[group]
             size = min(self.planner.next_size(remaining), len(waiting))
-            entries = [waiting.popleft() for _ in range(size)]
+            entries = waiting.take(size)
             for i in entries:
                 self.attempts[i] += 1
             batch_id = next(self.batch_ids)

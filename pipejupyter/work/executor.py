@@ -33,19 +33,47 @@ class Outcome(NamedTuple):
 
 
 class Entries:
-    """A batch's (index, key, value) triples in one opaque box: Dask walks lists and tuples
-    in task arguments looking for futures, which costs ~40 us per item."""
+    """A batch's (index, key, value) triples, travelling as one pickled blob.
 
-    __slots__ = ("items",)
+    Dask walks lists and tuples in task arguments looking for futures (~40 us per item), and
+    a scheduler unpickles every task it receives and keeps the last messages it sent each
+    worker (``distributed.admin.low-level-log-length``): as Python objects, a LocalCluster's
+    scheduler in the notebook process would hold ~200 bytes per item of every recent batch.
+    As one bytes object it holds the ~20 bytes per item the blob takes; only the worker
+    running the batch unpickles it (on first use of ``items``)."""
+
+    __slots__ = ("_items", "_blob")
 
     def __init__(self, items: list[tuple[int, str, Any]]) -> None:
-        self.items = items
+        self._items: list[tuple[int, str, Any]] | None = items
+        self._blob: bytes | None = None
 
-    def __getstate__(self) -> list[tuple[int, str, Any]]:
-        return self.items
+    @property
+    def items(self) -> list[tuple[int, str, Any]]:
+        if self._items is None:
+            self._items = pickle.loads(self._blob)
+            self._blob = None
+        return self._items
 
-    def __setstate__(self, items: list[tuple[int, str, Any]]) -> None:
-        self.items = items
+    def __reduce__(self) -> tuple:
+        if self._blob is None:
+            self._blob = _dumps_entries(self._items)
+        return (_entries_from_blob, (self._blob,))
+
+
+def _dumps_entries(items: list[tuple[int, str, Any]] | None) -> bytes:
+    try:
+        return pickle.dumps(items, protocol=5)
+    except Exception:  # values only cloudpickle can carry (lambdas, notebook classes)
+        import cloudpickle
+
+        return cloudpickle.dumps(items, protocol=5)
+
+
+def _entries_from_blob(blob: bytes) -> Entries:
+    entries = Entries.__new__(Entries)
+    entries._items, entries._blob = None, blob
+    return entries
 
 
 class BatchMeta(NamedTuple):
