@@ -13,7 +13,7 @@ import importlib
 import inspect
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, ClassVar
 
 import yaml
@@ -332,6 +332,14 @@ class Backend:
 
     def pending_workers(self, connected: dict[str, dict]) -> list[dict]:
         """Rows for workers asked for but not connected (``connected`` by worker name)."""
+        return []
+
+    def ended_workers(self, connected: Collection[str]) -> list[dict[str, Any]]:
+        """Workers whose job has ended although their worker never connected (names in
+        ``connected`` are connected now): ``{name, job_id, state, exit_code, reason,
+        output}`` each, ``output`` being the last lines of the job's output files. A start
+        waiting for workers fails on the first one instead of waiting out its timeout.
+        Backends without jobs have none."""
         return []
 
     def logs(self, client, lines: int | None = None) -> dict[str, list[str]]:

@@ -260,23 +260,75 @@ class ClusterHandle:
         self.adapt_range = {"minimum": minimum, "maximum": maximum}
         self.publish()
 
+    #: wait_for_workers waits in slices this long and asks the backend between them whether
+    #: a worker job has ended unconnected (SLURM: one squeue per slice, cached 1 s)
+    WAIT_SLICE = 2.0
+
     def wait_for_workers(self, n: int, timeout: float | None = None) -> None:
+        """Wait until ``n`` workers are connected; raise ClusterError at ``timeout`` or as
+        soon as the backend reports a worker job that ended before its worker connected."""
         if n <= 0:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            step = self.WAIT_SLICE if left is None else max(min(self.WAIT_SLICE, left), 0.01)
+            try:
+                self.client.wait_for_workers(n, timeout=step)
+                return
+            except TimeoutError:
+                pass
+            ended = self._ended_workers()
+            if ended:
+                raise ClusterError(self.safe(self._ended_job_text(ended[0], n)))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        model = self.model()
+        pending = [w for w in model["worker_info"] if w["status"] == "pending"]
+        detail = ""
+        if pending:
+            states = ", ".join(
+                f"{w['name']}: {w.get('job_state') or 'pending'}" for w in pending[:5]
+            )
+            detail = f"; still waiting for {states}"
+        raise ClusterError(
+            f"only {model['workers']} of {n} workers connected within {timeout:g} s{detail}"
+        ) from None
+
+    def _ended_workers(self) -> list[dict[str, Any]]:
+        """The backend's worker jobs that ended unconnected; a look that fails finds none
+        (it only shortens a wait that the timeout bounds anyway)."""
+        if not self.owned:
+            return []
+        identity = getattr(self.client, "_scheduler_identity", None) or {}
+        # wait_for_workers refreshed the client's copy of the scheduler's workers every 0.1 s
+        connected = {str(w.get("name")) for w in dict(identity.get("workers") or {}).values()}
         try:
-            self.client.wait_for_workers(n, timeout=timeout)
-        except TimeoutError:
-            model = self.model()
-            pending = [w for w in model["worker_info"] if w["status"] == "pending"]
-            detail = ""
-            if pending:
-                states = ", ".join(
-                    f"{w['name']}: {w.get('job_state') or 'pending'}" for w in pending[:5]
-                )
-                detail = f"; still waiting for {states}"
-            raise ClusterError(
-                f"only {model['workers']} of {n} workers connected within {timeout:g} s{detail}"
-            ) from None
+            return self.backend.ended_workers(connected)
+        except Exception as exc:
+            logger.debug("ended_workers failed: %s", exc)
+            return []
+
+    @staticmethod
+    def _ended_job_text(job: Mapping[str, Any], n: int) -> str:
+        """A start's error for a worker job that ended before its worker connected."""
+        how = job.get("state") or "ended"
+        if job.get("exit_code"):
+            how += f", exit code {job['exit_code']}"
+        if job.get("reason"):
+            how += f", {job['reason']}"
+        text = (
+            f"worker job {job['job_id']} ({job['name']}) ended before its worker connected "
+            f"({how}), so {n} workers cannot all connect"
+        )
+        output = {path: lines for path, lines in (job.get("output") or {}).items() if lines}
+        if not output:
+            return text + "; the job left no output in its log files"
+        for path, lines in output.items():
+            text += f"\nlast {len(lines)} lines of {path}:\n" + "\n".join(
+                f"    {line}" for line in lines
+            )
+        return text
 
     def logs(
         self, worker: str | None = None, *, scheduler: bool = False, lines: int | None = 50

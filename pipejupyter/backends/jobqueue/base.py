@@ -16,8 +16,10 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import shutil
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +36,7 @@ from pipejupyter.backends.jobqueue.sizing import (
     validate_sizes,
     workers_per_job,
 )
+from pipejupyter.backends.jobqueue.slurm_tools import ENDED_STATES
 from pipejupyter.environment.mpi import mpi_sanitized
 from pipejupyter.environment.redaction import redact_assignments, redact_text, secret_values
 from pipejupyter.environment.slurm import submission_environ
@@ -72,6 +75,12 @@ DEFAULT_DEATH_TIMEOUT = 60
 JOBQUEUE_DEATH_TIMEOUT = 60
 DRY_RUN_SCHEDULER = "tcp://SCHEDULER-ADDRESS:PORT"
 SUBMIT_TIMEOUT = 120
+#: ended_workers: lines of each job output file quoted, and at most this many jobs asked
+#: about (one scheduler command each) per look
+OUTPUT_TAIL = 20
+ENDED_CHECKS = 3
+#: what a Dask worker logs once its scheduler has registered it
+REGISTERED = "Registered to:"
 _log_counter = itertools.count(1)
 
 
@@ -198,6 +207,7 @@ class JobQueueBackend(ClusterClassBackend):
             str(configured) if configured else str(default_log_directory(spec.profile))
         )
         self._secrets = secret_values(env.variables, env.redact) if env else []
+        self._ever_connected: set[str] = set()  # worker names seen connected (ended_workers)
 
     def submission_environ(self) -> dict[str, str]:
         mpi = self.spec.mpi or {}
@@ -392,6 +402,7 @@ class JobQueueBackend(ClusterClassBackend):
         ]
 
     def pending_workers(self, connected: dict[str, dict]) -> list[dict]:
+        self._ever_connected.update(connected)
         jobs = self._jobs()
         ids = [str(job.job_id) for _, job, _ in jobs if getattr(job, "job_id", None)]
         states = self.job_states(ids) if ids else {}
@@ -412,15 +423,82 @@ class JobQueueBackend(ClusterClassBackend):
                 )
         return rows
 
-    def logs(self, client, lines: int | None = None) -> dict[str, list[str]]:
+    def job_end(self, job_id: str, listed_state: str | None) -> dict[str, str] | None:
+        """How job ``job_id`` ended (``state``, ``exit_code``, ``reason``), or None while it
+        is live or the scheduler cannot tell; ``listed_state``: what job_states() said
+        (None: not listed). Only SLURM answers; other schedulers never conclude."""
+        return None
+
+    def ended_workers(self, connected: Collection[str]) -> list[dict[str, Any]]:
+        """Jobs that ended while none of their workers ever connected (see Backend).
+
+        A job whose worker connected and later left is not a failed start: names seen
+        connected are remembered, and an output file saying the worker registered counts
+        as connected too (a worker may connect and die between two looks).
+        """
+        seen = self._ever_connected
+        seen.update(connected)
+        jobs = [
+            (name, str(job.job_id), worker_names(name, spec))
+            for name, job, spec in self._jobs()
+            # spec None: scaled away, being cancelled by dask-jobqueue (not a failure)
+            if getattr(job, "job_id", None) and spec is not None
+        ]
+        jobs = [j for j in jobs if not seen.intersection(j[2])]
+        if not jobs:
+            return []
+        states = self.job_states([job_id for _, job_id, _ in jobs])
+        ended = []
+        asked = 0
+        for name, job_id, workers in jobs:
+            listed = states.get(job_id)
+            if listed is not None and listed.upper() not in ENDED_STATES:
+                continue  # pending or running: the common case, no further question
+            if asked >= ENDED_CHECKS:
+                break  # bounded per look: the next look asks about the next ones
+            asked += 1
+            end = self.job_end(job_id, listed)
+            if end is None:
+                continue
+            text = {path: _file_end(path) for path in self._job_files(job_id)}
+            if any(REGISTERED in end_text for end_text in text.values()):
+                seen.update(workers)
+                continue
+            ended.append(
+                {
+                    "name": name,
+                    "workers": workers,
+                    "job_id": job_id,
+                    "state": end.get("state", ""),
+                    "exit_code": end.get("exit_code", ""),
+                    "reason": end.get("reason", ""),
+                    "output": {
+                        str(path): [
+                            self.redact(line[:300]) for line in end_text.splitlines()[-OUTPUT_TAIL:]
+                        ]
+                        for path, end_text in text.items()
+                    },
+                }
+            )
+        return ended
+
+    def _job_files(self, job_id: str) -> list[Path]:
+        """The output files of one job in the log directory (``NAME-ID.out``/``.err``...);
+        the id must stand alone in the name (job 95 is not job 951)."""
         directory = Path(self.log_directory)
         if not directory.is_dir():
-            return {}
+            return []
+        alone = re.compile(rf"(?<!\d){re.escape(job_id)}(?!\d)")
+        return [
+            path
+            for path in sorted(directory.glob(f"*{job_id}*"))
+            if path.is_file() and alone.search(path.name)
+        ]
+
+    def logs(self, client, lines: int | None = None) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for job_id, worker in self.ledger.jobs.items():
-            for path in sorted(directory.glob(f"*{job_id}*")):
-                if not path.is_file():
-                    continue
+            for path in self._job_files(job_id):
                 stream = path.suffix.lstrip(".") or "log"
                 text = path.read_text(errors="replace").splitlines()
                 out[f"job {job_id} ({worker}) {stream}"] = text[-lines:] if lines else text
@@ -428,6 +506,17 @@ class JobQueueBackend(ClusterClassBackend):
 
     def discovery_info(self) -> dict[str, Any]:
         return {"job_ids": list(self.ledger.job_ids), "log_directory": self.log_directory}
+
+
+def _file_end(path: Path, max_bytes: int = 256 * 1024) -> str:
+    """The last ``max_bytes`` of a file as text ("" when it cannot be read)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _missing_ancestors(path: Path) -> list[Path]:

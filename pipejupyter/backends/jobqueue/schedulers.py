@@ -20,6 +20,7 @@ from pipejupyter.backends.jobqueue.slurm_tools import (
     Partition,
     cancel,
     format_time,
+    job_end,
     job_states,
     partitions,
     test_only,
@@ -172,6 +173,10 @@ class SLURMBackend(JobQueueBackend):
         states = job_states(job_ids, self.submission_environ())
         self._states_cache = (key, time.monotonic(), states)
         return states
+
+    def job_end(self, job_id: str, listed_state: str | None) -> dict[str, str] | None:
+        # squeue -j lists no finished job (and nothing when it fails): scontrol decides.
+        return job_end(job_id, self.submission_environ())
 
     def cancel_leftovers(self) -> None:
 

@@ -135,6 +135,51 @@ def job_states(job_ids: list[str], env: Mapping[str, str] | None = None) -> dict
     return states
 
 
+#: states of a job whose batch script has finished (squeue -j lists none of them but
+#: COMPLETING; scontrol shows them for MinJobAge seconds)
+ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "COMPLETING",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "TIMEOUT",
+    }
+)
+
+
+def job_end(job_id: str, env: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """How a job ended: ``{state, exit_code, reason, stdout, stderr}`` from ``scontrol show
+    job`` (it knows a finished job for MinJobAge seconds; sacct needs accounting, often off),
+    ``{state: "ENDED"}`` when SLURM no longer knows the job at all; None while the job is
+    still live or SLURM does not answer (nothing can be concluded)."""
+    done = run(["scontrol", "show", "job", "-o", str(job_id)], env=env, timeout=3)
+    if done is None:
+        return None
+    if done.returncode != 0:
+        if "Invalid job id" in (done.stderr or ""):
+            return {"state": "ENDED", "reason": "no longer known to SLURM (purged)"}
+        return None
+    record = next(iter(_records(done.stdout)), {})
+    state = record.get("JobState", "")
+    if state not in ENDED_STATES:
+        return None
+    code = record.get("ExitCode", "")
+    status, _, signal = code.partition(":")
+    return {
+        "state": state,
+        "exit_code": f"{status} (signal {signal})" if signal not in ("", "0") else status,
+        "reason": "" if record.get("Reason") in (None, "None") else record["Reason"],
+        "stdout": record.get("StdOut", ""),
+        "stderr": record.get("StdErr", ""),
+    }
+
+
 def cancel(job_ids: list[str], env: Mapping[str, str] | None = None) -> None:
     if job_ids:
         run(["scancel", *job_ids], env=env, timeout=10)
