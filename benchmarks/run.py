@@ -153,6 +153,12 @@ def markdown(header: dict, rows: list[dict]) -> str:
 def _fmt(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+    if unit == "s/item":
+        return f"{value * 1e6:.1f} µs/item"
+    if unit == "B" and value >= 2**20:
+        return f"{value / 2**20:.1f} MiB"
+    if unit == "B" and value >= 2**10:
+        return f"{value / 2**10:.0f} KiB"
     return f"{value:.3g} {unit}"
 
 

@@ -54,7 +54,24 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def _reset_peak() -> bool:
+    """Start the kernel's peak-RSS mark (VmHWM) from the current RSS. Without this the peak
+    is the process's high-water mark since it started: a spike while the cluster starts (or
+    a heavy import from the environment) would be counted as the stage's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
@@ -82,6 +99,7 @@ def child(n: int, kind: str, raw: bool) -> dict:
         client.gather(client.map(noop, range(200), pure=False))
         run_stage("warmup", noop, range(200), client=client, progress=None, workdir=tmp)
         items = range(n)
+        _reset_peak()
         before = _rss()
         t = time.perf_counter()
         result = run_stage(kind, work, items, client=client, progress=None, workdir=tmp)
