@@ -13,6 +13,8 @@ import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 from pipejupyter.errors import PipejupyterError
 from pipejupyter.work.cpu_slots import CPU_RESOURCE, worker_cpus
 
@@ -140,3 +142,17 @@ def cpu_resources(client: Any, cpus: int) -> dict[str, float]:
     if not budgets:  # no worker yet (adaptive): the worker-side guard alone keeps the limit
         return {}
     return {CPU_RESOURCE: min(cpus, int(min(budgets)))}
+
+
+class SlotsPlugin(WorkerPlugin):
+    """Gives every worker (present and future) ``amount`` units of a resource, so tasks
+    asking for one unit run at most ``amount`` at a time per worker."""
+
+    idempotent = True
+
+    def __init__(self, resource: str, amount: int) -> None:
+        self.resource = resource
+        self.amount = amount
+
+    async def setup(self, worker: Any) -> None:
+        await worker.set_resources(**{self.resource: self.amount})

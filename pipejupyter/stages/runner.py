@@ -17,18 +17,21 @@ import time
 import uuid
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed.diagnostics.plugin import WorkerPlugin
-
 from pipejupyter.errors import StageError
 from pipejupyter.stages.batch_planning import BatchPlanner
-from pipejupyter.stages.bulk import paused_gc
+from pipejupyter.stages.bulk import IndexQueue, paused_gc
 from pipejupyter.stages.context import ContextStore
 from pipejupyter.stages.inputs import Item, item_fingerprinter
-from pipejupyter.stages.placement import check_resources, cpu_resources, host_restrictions
+from pipejupyter.stages.placement import (
+    SlotsPlugin,
+    check_resources,
+    cpu_resources,
+    host_restrictions,
+)
 from pipejupyter.stages.reporting import StageReporter
 from pipejupyter.stages.results import MISSING, ItemFailure, StageResult
 from pipejupyter.work.casa import log_commands
@@ -50,53 +53,11 @@ class _Batch:
     starts: list[tuple[str, float]] = field(default_factory=list)  # (worker, time) per start
 
 
-class IndexQueue:
-    """Item indices waiting to run, first in first out, 8 bytes each in one array (a deque
-    of a million ints holds a million int objects: ~36 bytes each)."""
-
-    __slots__ = ("_data", "_head")
-    COMPACT = 1 << 16  # drop the taken front once it is this long and half the array
-
-    def __init__(self, indices: Iterable[int] = ()) -> None:
-        self._data = array("q", indices)
-        self._head = 0
-
-    def __len__(self) -> int:
-        return len(self._data) - self._head
-
-    def append(self, index: int) -> None:
-        self._data.append(index)
-
-    def take(self, n: int) -> list[int]:
-        """The first ``n`` indices (fewer if fewer wait), removed from the queue."""
-        end = min(self._head + max(n, 0), len(self._data))
-        taken = self._data[self._head : end].tolist()
-        self._head = end
-        if self._head >= self.COMPACT and 2 * self._head >= len(self._data):
-            del self._data[: self._head]
-            self._head = 0
-        return taken
-
-
 def _load_work(blob: bytes) -> Work:
     """Unpickle the stage's work on a worker (the shared task used when the work is large)."""
     import cloudpickle
 
     return cloudpickle.loads(blob)
-
-
-class _SlotsPlugin(WorkerPlugin):
-    """Gives every worker (present and future) ``amount`` units of a resource, so tasks
-    asking for one unit run at most ``amount`` at a time per worker."""
-
-    idempotent = True
-
-    def __init__(self, resource: str, amount: int) -> None:
-        self.resource = resource
-        self.amount = amount
-
-    async def setup(self, worker: Any) -> None:
-        await worker.set_resources(**{self.resource: self.amount})
 
 
 class StageRunner:
@@ -326,7 +287,7 @@ class StageRunner:
         self.resources = {**cpu_resources(self.client, self.work.cpus()), **self.resources}
         if self.per_worker is not None:
             resource = f"pipejupyter-per-worker-{self.per_worker}"
-            self.client.register_plugin(_SlotsPlugin(resource, self.per_worker), name=resource)
+            self.client.register_plugin(SlotsPlugin(resource, self.per_worker), name=resource)
             self.resources[resource] = 1
         self._set_slots(info)
         return groups

@@ -115,7 +115,7 @@ def test_entries_travel_as_one_blob_and_unpickle_where_used():
 
 
 def test_index_queue_is_first_in_first_out_across_compaction(monkeypatch):
-    from pipejupyter.stages.runner import IndexQueue
+    from pipejupyter.stages.bulk import IndexQueue
 
     monkeypatch.setattr(IndexQueue, "COMPACT", 4)
     queue = IndexQueue(range(10))
