@@ -20,6 +20,7 @@ with its own LocalCluster of 2 one-thread worker processes and its own working d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -27,7 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -75,17 +78,15 @@ def _peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def child(n: int, kind: str, raw: bool) -> dict:
-    """One size in this process: every measurement, as a dict (printed as JSON)."""
+@contextlib.contextmanager
+def warm_cluster(workdir: str) -> Iterator[Any]:
+    """The Client of a LocalCluster of 2 one-thread worker processes, warmed up: imports and
+    connections done on every worker, and one small stage run (and stored in ``workdir``)."""
     from distributed import Client, LocalCluster
 
     from pipejupyter import run_stage
-    from pipejupyter.stages import context
 
-    work = noop if kind == "noop" else sleepy
-    out: dict = {"n": n, "kind": kind}
     with (
-        tempfile.TemporaryDirectory(prefix="pj-growth-") as tmp,
         LocalCluster(
             n_workers=2,
             threads_per_worker=1,
@@ -97,7 +98,21 @@ def child(n: int, kind: str, raw: bool) -> dict:
         Client(cluster) as client,
     ):
         client.gather(client.map(noop, range(200), pure=False))
-        run_stage("warmup", noop, range(200), client=client, progress=None, workdir=tmp)
+        run_stage("warmup", noop, range(200), client=client, progress=None, workdir=workdir)
+        yield client
+
+
+def child(n: int, kind: str, raw: bool) -> dict:
+    """One size in this process: every measurement, as a dict (printed as JSON)."""
+    from pipejupyter import run_stage
+    from pipejupyter.stages import context
+
+    work = noop if kind == "noop" else sleepy
+    out: dict = {"n": n, "kind": kind}
+    with (
+        tempfile.TemporaryDirectory(prefix="pj-growth-") as tmp,
+        warm_cluster(tmp) as client,
+    ):
         items = range(n)
         _reset_peak()
         before = _rss()

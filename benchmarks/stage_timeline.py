@@ -22,13 +22,12 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stage_growth import warm_cluster  # noqa: E402 - the same warmed-up cluster as the growth rows
 
 #: a gap between two items of one worker longer than this is a gap between batches
 BATCH_GAP = 0.005
-
-
-def noop(x):
-    return None
 
 
 def sleepy(x, seconds):
@@ -37,24 +36,12 @@ def sleepy(x, seconds):
 
 
 def timeline(items: int, item_ms: float) -> dict:
-    from distributed import Client, LocalCluster
-
     from pipejupyter import run_stage
 
     with (
         tempfile.TemporaryDirectory(prefix="pj-timeline-") as tmp,
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=40,
-        ) as cluster,
-        Client(cluster) as client,
+        warm_cluster(tmp) as client,
     ):
-        client.gather(client.map(noop, range(200), pure=False))
-        run_stage("warmup", noop, range(200), client=client, progress=None, persist=False)
         work = partial(sleepy, seconds=item_ms / 1000)
         began = time.time()
         run_stage("tiny", work, range(items), client=client, progress=None, workdir=tmp)
